@@ -1,0 +1,70 @@
+//! Conversions between runtime host tensors and evaluator tensors.
+
+use omnic_ir::eval::{Data, Tensor};
+use omnic_ir::DType;
+use omnic_runtime::{ElemType, HostTensor};
+
+/// IR dtype of a runtime element type (f64 has none: it maps to f32).
+pub fn ir_dtype(e: ElemType) -> DType {
+    match e {
+        ElemType::F32 | ElemType::F64 => DType::F32,
+        ElemType::F16 => DType::F16,
+        ElemType::BF16 => DType::BF16,
+        ElemType::I64 => DType::I64,
+        ElemType::I32 => DType::I32,
+        ElemType::Bool => DType::Bool,
+    }
+}
+
+/// A host tensor as an evaluator tensor (values widened, never rounded
+/// except f64 → f32).
+pub fn to_ir(t: &HostTensor) -> Tensor {
+    let dtype = ir_dtype(t.dtype);
+    let data = match dtype {
+        DType::Bool => Data::B(t.to_f64_vec().into_iter().map(|x| x != 0.0).collect()),
+        d if d.is_int() => Data::I(t.to_i64_vec().unwrap_or_default()),
+        _ => Data::F(t.to_f64_vec().into_iter().map(|x| if t.dtype == ElemType::F64 { x as f32 as f64 } else { x }).collect()),
+    };
+    Tensor { dtype, shape: t.shape.clone(), data }
+}
+
+/// An evaluator tensor as a host tensor (f16/bf16 kept in their type).
+pub fn to_host(t: &Tensor) -> HostTensor {
+    match (&t.data, t.dtype) {
+        (Data::F(v), DType::F16) => HostTensor {
+            dtype: ElemType::F16,
+            shape: t.shape.clone(),
+            data: v.iter().flat_map(|&x| half::f16::from_f64(x).to_le_bytes()).collect(),
+        },
+        (Data::F(v), DType::BF16) => HostTensor {
+            dtype: ElemType::BF16,
+            shape: t.shape.clone(),
+            data: v.iter().flat_map(|&x| half::bf16::from_f64(x).to_le_bytes()).collect(),
+        },
+        (Data::F(v), _) => HostTensor::from_f32(&t.shape, &v.iter().map(|&x| x as f32).collect::<Vec<_>>()),
+        (Data::I(v), DType::I32) => HostTensor {
+            dtype: ElemType::I32,
+            shape: t.shape.clone(),
+            data: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        },
+        (Data::I(v), _) => HostTensor::from_i64(&t.shape, v),
+        (Data::B(v), _) => HostTensor::from_bool(&t.shape, v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_each_dtype() {
+        let f = Tensor::from_f32(&[2], &[1.5, -2.0]);
+        assert_eq!(to_ir(&to_host(&f)), f);
+        let i = Tensor::from_i64(DType::I32, &[3], vec![-1, 0, 7]);
+        assert_eq!(to_ir(&to_host(&i)), i);
+        let b = Tensor::from_bool(&[2], vec![true, false]);
+        assert_eq!(to_ir(&to_host(&b)), b);
+        let h = Tensor::from_f64(DType::BF16, &[2], vec![0.1, 3.0]);
+        assert_eq!(to_ir(&to_host(&h)), h);
+    }
+}

@@ -1,0 +1,234 @@
+//! Checkpoint weights: memory-mapped safetensors, single file or sharded.
+//!
+//! Tensors stay in the page cache until asked for; `f32` copies are made on
+//! access (f16 and bf16 are widened exactly).
+
+use crate::dir::RawConfig;
+use crate::error::LoadError;
+use omnic_ir::eval::{Tensor, WeightStore};
+use omnic_runtime::io::{elem_type, MappedFile};
+use omnic_runtime::ElemType;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// All weights of one model directory.
+pub struct Checkpoint {
+    dir: PathBuf,
+    files: Vec<MappedFile>,
+    /// tensor name → index into `files`
+    index: HashMap<String, usize>,
+}
+
+/// Element type and shape of a stored tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub dtype: ElemType,
+    pub shape: Vec<usize>,
+}
+
+impl Checkpoint {
+    /// Open the weights of `dir`: the shards listed by a
+    /// `*.safetensors.index.json`, else every `*.safetensors` file.
+    pub fn open(dir: &Path) -> Result<Checkpoint, LoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io { path: dir.to_path_buf(), source: e })?;
+        let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        if let Some(idx_name) = names.iter().find(|n| n.ends_with(".safetensors.index.json")) {
+            let idx = RawConfig::read(&dir.join(idx_name))?;
+            let map = idx.value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| LoadError::BadConfig {
+                path: idx.path.clone(),
+                message: "no `weight_map` object".into(),
+            })?;
+            let mut shard_ids: HashMap<String, usize> = HashMap::new();
+            let mut pairs: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            for (tensor, shard) in pairs {
+                let shard = shard.as_str().ok_or_else(|| LoadError::BadConfig {
+                    path: idx.path.clone(),
+                    message: format!("`weight_map.{tensor}` is not a file name"),
+                })?;
+                let id = match shard_ids.get(shard) {
+                    Some(&i) => i,
+                    None => {
+                        let p = dir.join(shard);
+                        if !p.is_file() {
+                            return Err(LoadError::MissingFile { dir: dir.to_path_buf(), what: format!("shard `{shard}` listed in {idx_name}") });
+                        }
+                        files.push(MappedFile::open(&p)?);
+                        shard_ids.insert(shard.to_string(), files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                index.insert(tensor.clone(), id);
+            }
+            // The index must not promise tensors its shards lack.
+            for (t, &i) in &index {
+                if files[i].parse()?.tensor(t).is_err() {
+                    return Err(LoadError::MissingTensor {
+                        name: t.clone(),
+                        dir: dir.to_path_buf(),
+                        hint: format!(" (listed in {idx_name} for {})", files[i].path().display()),
+                    });
+                }
+            }
+        } else {
+            for n in names.iter().filter(|n| n.ends_with(".safetensors")) {
+                let f = MappedFile::open(&dir.join(n))?;
+                for t in f.names()? {
+                    index.insert(t, files.len());
+                }
+                files.push(f);
+            }
+            if files.is_empty() {
+                return Err(LoadError::MissingFile { dir: dir.to_path_buf(), what: "*.safetensors weights".into() });
+            }
+        }
+        Ok(Checkpoint { dir: dir.to_path_buf(), files, index })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.index.keys().map(|s| s.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn missing(&self, name: &str) -> LoadError {
+        // Suggest the stored name sharing the longest suffix, which is what
+        // a mis-mapped module path usually looks like.
+        let best = self
+            .index
+            .keys()
+            .map(|k| (k.chars().rev().zip(name.chars().rev()).take_while(|(a, b)| a == b).count(), k))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
+        let hint = match best {
+            Some((n, k)) if n >= 6 => format!(" (closest stored name: `{k}`)"),
+            _ => String::new(),
+        };
+        LoadError::MissingTensor { name: name.to_string(), dir: self.dir.clone(), hint }
+    }
+
+    /// Dtype and shape of a stored tensor.
+    pub fn info(&self, name: &str) -> Result<TensorInfo, LoadError> {
+        let &i = self.index.get(name).ok_or_else(|| self.missing(name))?;
+        let f = &self.files[i];
+        let st = f.parse()?;
+        let v = st.tensor(name).map_err(|_| self.missing(name))?;
+        let dtype = elem_type(v.dtype()).ok_or_else(|| LoadError::UnsupportedDtype {
+            name: name.to_string(),
+            path: f.path().to_path_buf(),
+            dtype: format!("{:?}", v.dtype()),
+        })?;
+        Ok(TensorInfo { dtype, shape: v.shape().to_vec() })
+    }
+
+    /// Check a tensor exists with the expected shape and a float dtype the
+    /// compiler accepts (F32, F16, BF16).
+    pub fn expect(&self, name: &str, shape: &[usize]) -> Result<TensorInfo, LoadError> {
+        let info = self.info(name)?;
+        if !matches!(info.dtype, ElemType::F32 | ElemType::F16 | ElemType::BF16) {
+            return Err(LoadError::UnsupportedDtype {
+                name: name.to_string(),
+                path: self.files[self.index[name]].path().to_path_buf(),
+                dtype: info.dtype.name().to_string(),
+            });
+        }
+        if info.shape != shape {
+            return Err(LoadError::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), found: info.shape });
+        }
+        Ok(info)
+    }
+
+    /// A tensor's values widened to f32.
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
+        let &i = self.index.get(name).ok_or_else(|| self.missing(name))?;
+        let t = self.files[i].tensor(name)?;
+        if !t.dtype.is_float() {
+            return Err(LoadError::UnsupportedDtype { name: name.to_string(), path: self.files[i].path().to_path_buf(), dtype: t.dtype.name().into() });
+        }
+        Ok((t.shape.clone(), t.to_f32_vec()))
+    }
+
+    /// Total number of stored elements (parameter count).
+    pub fn param_count(&self) -> Result<usize, LoadError> {
+        self.names().iter().map(|n| self.info(n).map(|i| i.shape.iter().product::<usize>())).sum()
+    }
+}
+
+impl WeightStore for Checkpoint {
+    fn weight(&self, name: &str) -> Result<Tensor, String> {
+        let (shape, v) = self.f32(name).map_err(|e| e.to_string())?;
+        Ok(Tensor::from_f32(&shape, &v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnic_runtime::{io, HostTensor};
+
+    fn t(shape: &[usize]) -> HostTensor {
+        let n: usize = shape.iter().product();
+        HostTensor::from_f32(shape, &(0..n).map(|i| i as f32 * 0.5).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn single_file_and_dtype_widening() {
+        let d = tempfile::tempdir().unwrap();
+        let h = HostTensor { dtype: ElemType::F16, shape: vec![2], data: [half::f16::from_f32(0.1), half::f16::from_f32(-3.0)].iter().flat_map(|x| x.to_le_bytes()).collect() };
+        io::write(&d.path().join("model.safetensors"), &[("a.weight".into(), t(&[2, 3])), ("h".into(), h)], None).unwrap();
+        let c = Checkpoint::open(d.path()).unwrap();
+        assert_eq!(c.names(), vec!["a.weight", "h"]);
+        assert_eq!(c.f32("a.weight").unwrap().1, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        assert_eq!(c.f32("h").unwrap().1, vec![half::f16::from_f32(0.1).to_f32(), -3.0]);
+        assert_eq!(c.param_count().unwrap(), 8);
+    }
+
+    #[test]
+    fn sharded_checkpoints_follow_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        io::write(&d.path().join("m-00001-of-00002.safetensors"), &[("a".into(), t(&[2]))], None).unwrap();
+        io::write(&d.path().join("m-00002-of-00002.safetensors"), &[("b".into(), t(&[3]))], None).unwrap();
+        std::fs::write(
+            d.path().join("m.safetensors.index.json"),
+            r#"{"metadata": {}, "weight_map": {"a": "m-00001-of-00002.safetensors", "b": "m-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let c = Checkpoint::open(d.path()).unwrap();
+        assert_eq!(c.f32("b").unwrap().0, vec![3]);
+        std::fs::write(d.path().join("m.safetensors.index.json"), r#"{"weight_map": {"a": "gone.safetensors"}}"#).unwrap();
+        let e = Checkpoint::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("gone.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_tensor_shapes_and_dtype() {
+        let d = tempfile::tempdir().unwrap();
+        io::write(
+            &d.path().join("model.safetensors"),
+            &[("blocks.0.attn.to_q.weight".into(), t(&[4, 4])), ("ids".into(), HostTensor::from_i64(&[2], &[1, 2]))],
+            None,
+        )
+        .unwrap();
+        let c = Checkpoint::open(d.path()).unwrap();
+        let e = c.expect("blocks.0.attn.to_k.weight", &[4, 4]).unwrap_err().to_string();
+        assert!(e.contains("`blocks.0.attn.to_k.weight` is missing"), "{e}");
+        let e = c.expect("blocks.0.attn.to_q.weight", &[4, 8]).unwrap_err().to_string();
+        assert!(e.contains("[4, 4]") && e.contains("expected [4, 8]"), "{e}");
+        let e = c.expect("ids", &[2]).unwrap_err().to_string();
+        assert!(e.contains("`ids`") && e.contains("unsupported dtype"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = Checkpoint::open(empty.path()).err().unwrap().to_string();
+        assert!(e.contains("*.safetensors"), "{e}");
+    }
+}

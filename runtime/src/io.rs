@@ -1,0 +1,162 @@
+//! safetensors files: memory-mapped reading and writing.
+
+use crate::error::RtError;
+use crate::tensor::{ElemType, HostTensor};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The runtime element type of a safetensors dtype, if supported.
+pub fn elem_type(d: Dtype) -> Option<ElemType> {
+    Some(match d {
+        Dtype::F32 => ElemType::F32,
+        Dtype::F16 => ElemType::F16,
+        Dtype::BF16 => ElemType::BF16,
+        Dtype::F64 => ElemType::F64,
+        Dtype::I64 => ElemType::I64,
+        Dtype::I32 => ElemType::I32,
+        Dtype::BOOL => ElemType::Bool,
+        _ => return None,
+    })
+}
+
+fn st_dtype(e: ElemType) -> Dtype {
+    match e {
+        ElemType::F32 => Dtype::F32,
+        ElemType::F16 => Dtype::F16,
+        ElemType::BF16 => Dtype::BF16,
+        ElemType::F64 => Dtype::F64,
+        ElemType::I64 => Dtype::I64,
+        ElemType::I32 => Dtype::I32,
+        ElemType::Bool => Dtype::BOOL,
+    }
+}
+
+/// A memory-mapped safetensors file.
+pub struct MappedFile {
+    path: std::path::PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<MappedFile, RtError> {
+        let f = std::fs::File::open(path).map_err(|e| RtError::io(path, e))?;
+        // SAFETY: the file is opened read-only; like every mmap-based loader we
+        // rely on it not being truncated while mapped.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| RtError::io(path, e))?;
+        let mf = MappedFile { path: path.to_path_buf(), map };
+        mf.parse()?;
+        Ok(mf)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Parsed view of the mapped bytes (cheap: header only).
+    pub fn parse(&self) -> Result<SafeTensors<'_>, RtError> {
+        SafeTensors::deserialize(&self.map[..])
+            .map_err(|e| RtError::BadSafetensors { path: self.path.clone(), message: e.to_string() })
+    }
+
+    /// Names in the file, sorted.
+    pub fn names(&self) -> Result<Vec<String>, RtError> {
+        let mut n: Vec<String> = self.parse()?.names().into_iter().map(|s| s.to_string()).collect();
+        n.sort();
+        Ok(n)
+    }
+
+    /// One tensor copied out of the map.
+    pub fn tensor(&self, name: &str) -> Result<HostTensor, RtError> {
+        let st = self.parse()?;
+        let v = st.tensor(name).map_err(|_| RtError::Tensor {
+            name: name.to_string(),
+            message: format!("not found in {}", self.path.display()),
+        })?;
+        let dtype = elem_type(v.dtype()).ok_or_else(|| RtError::UnsupportedDtype {
+            path: self.path.clone(),
+            name: name.to_string(),
+            dtype: format!("{:?}", v.dtype()),
+        })?;
+        Ok(HostTensor { dtype, shape: v.shape().to_vec(), data: v.data().to_vec() })
+    }
+}
+
+/// Read every tensor of a safetensors file.
+pub fn read_all(path: &Path) -> Result<Vec<(String, HostTensor)>, RtError> {
+    let f = MappedFile::open(path)?;
+    f.names()?.into_iter().map(|n| f.tensor(&n).map(|t| (n, t))).collect()
+}
+
+impl View for &HostTensor {
+    fn dtype(&self) -> Dtype {
+        st_dtype(self.dtype)
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Write tensors to a safetensors file (optionally with string metadata).
+pub fn write(path: &Path, tensors: &[(String, HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<(), RtError> {
+    for (name, t) in tensors {
+        if t.data.len() != t.numel() * t.dtype.size_bytes() {
+            return Err(RtError::Tensor { name: name.clone(), message: format!("{} bytes for shape {:?} of {}", t.data.len(), t.shape, t.dtype) });
+        }
+    }
+    let items: Vec<(&str, &HostTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    safetensors::tensor::serialize_to_file(items, metadata, path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(io) => RtError::io(path, io),
+        other => RtError::BadSafetensors { path: path.to_path_buf(), message: other.to_string() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips_every_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let a = HostTensor::from_f32(&[2, 3], &[1.0, -2.5, 3.25, 0.0, 1e-8, 7.0]);
+        let b = HostTensor::from_i64(&[3], &[-1, 0, 1 << 40]);
+        let c = HostTensor::from_bool(&[2], &[true, false]);
+        let h = HostTensor { dtype: ElemType::BF16, shape: vec![2], data: [half::bf16::from_f32(1.5), half::bf16::from_f32(-0.25)].iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let ts = vec![("a".to_string(), a.clone()), ("b".into(), b.clone()), ("c".into(), c.clone()), ("h".into(), h.clone())];
+        write(&p, &ts, None).unwrap();
+        let back: HashMap<String, HostTensor> = read_all(&p).unwrap().into_iter().collect();
+        assert_eq!(back["a"], a);
+        assert_eq!(back["b"], b);
+        assert_eq!(back["c"], c);
+        assert_eq!(back["h"].to_f32_vec(), vec![1.5, -0.25]);
+    }
+
+    #[test]
+    fn bad_files_give_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.safetensors");
+        std::fs::write(&p, b"not a safetensors file at all").unwrap();
+        let e = MappedFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("junk.safetensors") && e.contains("not a valid safetensors"), "{e}");
+        let missing = dir.path().join("missing.safetensors");
+        let e = MappedFile::open(&missing).err().unwrap().to_string();
+        assert!(e.contains("missing.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn missing_tensor_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        write(&p, &[("x".into(), HostTensor::from_f32(&[1], &[1.0]))], None).unwrap();
+        let e = MappedFile::open(&p).unwrap().tensor("y").unwrap_err().to_string();
+        assert!(e.contains("`y`") && e.contains("t.safetensors"), "{e}");
+    }
+}

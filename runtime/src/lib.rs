@@ -1,0 +1,10 @@
+//! omnic runtime: host tensors, safetensors I/O and (as the compiler grows)
+//! artifact loading and execution. This crate never depends on a compiler
+//! crate nor on MLIR/LLVM: a deployment needs only an artifact and `omnirt`.
+
+pub mod error;
+pub mod io;
+pub mod tensor;
+
+pub use error::RtError;
+pub use tensor::{ElemType, HostTensor};
