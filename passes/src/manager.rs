@@ -1,0 +1,137 @@
+//! `PassManager`: textual pipelines, default pipelines per optimisation
+//! level, and instrumentation (TVM/MLIR style: print before/after, timing,
+//! verify each, disable, statistics).
+
+use crate::pass::{Pass, PassContext, PassError};
+use omnic_ir::Program;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Every pass, in the order `omnic passes` lists them.
+pub fn all_passes() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(crate::cse::Cse), Box::new(crate::dce::Dce)]
+}
+
+/// The default pipeline for `-O0`, `-O1`, `-O2`.
+pub fn default_pipeline(level: u8) -> &'static str {
+    match level {
+        0 => "",
+        1 => "cse,dce",
+        _ => "cse,dce",
+    }
+}
+
+/// What to print, time and check while a pipeline runs.
+#[derive(Clone, Debug, Default)]
+pub struct Instrumentation {
+    pub print_before: Vec<String>,
+    pub print_after: Vec<String>,
+    pub print_after_all: bool,
+    /// Print after a pass only when it changed the program.
+    pub print_after_change: bool,
+    /// Print a table of pass times at the end.
+    pub time_passes: bool,
+    /// Run the verifier after every pass.
+    pub verify_each: bool,
+    /// Passes named here are skipped.
+    pub disabled: Vec<String>,
+    /// Print per-pass statistics at the end.
+    pub stats: bool,
+}
+
+/// A parsed pipeline.
+pub struct PassManager {
+    pub passes: Vec<Box<dyn Pass>>,
+    pub instr: Instrumentation,
+}
+
+/// Timing and change record of one pass run.
+#[derive(Clone, Debug)]
+pub struct PassRun {
+    pub name: &'static str,
+    pub time: Duration,
+    pub changed: bool,
+    pub skipped: bool,
+}
+
+impl PassManager {
+    /// Parse `"cse,dce"` (names separated by commas; blanks ignored).
+    pub fn parse(pipeline: &str, instr: Instrumentation) -> Result<PassManager, PassError> {
+        let mut passes = Vec::new();
+        let trimmed = pipeline.trim();
+        if !trimmed.is_empty() {
+            for name in trimmed.split(',').map(str::trim) {
+                if name.is_empty() {
+                    return Err(PassError::BadPipeline(pipeline.to_string()));
+                }
+                let p = all_passes().into_iter().find(|p| p.name() == name).ok_or_else(|| PassError::UnknownPass {
+                    name: name.to_string(),
+                    known: all_passes().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+                })?;
+                passes.push(p);
+            }
+        }
+        for d in instr.disabled.iter().chain(&instr.print_before).chain(&instr.print_after) {
+            if !all_passes().iter().any(|p| p.name() == d) {
+                return Err(PassError::UnknownPass {
+                    name: d.clone(),
+                    known: all_passes().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        Ok(PassManager { passes, instr })
+    }
+
+    /// The pipeline as text.
+    pub fn pipeline(&self) -> String {
+        self.passes.iter().map(|p| p.name()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Run every pass on `p`, writing instrumentation output to `out`.
+    pub fn run(&self, p: &mut Program, cx: &mut PassContext, out: &mut dyn Write) -> Result<Vec<PassRun>, PassError> {
+        let mut runs = Vec::new();
+        let io = |e: std::io::Error| PassError::Failed { pass: "instrumentation".into(), message: e.to_string() };
+        for pass in &self.passes {
+            let name = pass.name();
+            if self.instr.disabled.iter().any(|d| d == name) {
+                runs.push(PassRun { name, time: Duration::ZERO, changed: false, skipped: true });
+                continue;
+            }
+            if self.instr.print_before.iter().any(|d| d == name) {
+                writeln!(out, "// ----- IR before {name} -----\n{}", omnic_ir::text::print_program(p)).map_err(io)?;
+            }
+            let t0 = Instant::now();
+            let changed = pass.run(p, cx)?;
+            let time = t0.elapsed();
+            if self.instr.verify_each {
+                omnic_ir::verify::verify_program(p).map_err(|e| PassError::Invalid { pass: name.to_string(), source: e })?;
+            }
+            let after = self.instr.print_after_all
+                || self.instr.print_after.iter().any(|d| d == name)
+                || (self.instr.print_after_change && changed);
+            if after {
+                writeln!(out, "// ----- IR after {name}{} -----\n{}", if changed { "" } else { " (unchanged)" }, omnic_ir::text::print_program(p))
+                    .map_err(io)?;
+            }
+            runs.push(PassRun { name, time, changed, skipped: false });
+        }
+        if self.instr.time_passes {
+            let total: Duration = runs.iter().map(|r| r.time).sum();
+            writeln!(out, "===== pass execution timing =====").map_err(io)?;
+            writeln!(out, "{:>10}  {:>6}  {}", "wall (ms)", "share", "pass").map_err(io)?;
+            for r in &runs {
+                let share = if total.is_zero() { 0.0 } else { 100.0 * r.time.as_secs_f64() / total.as_secs_f64() };
+                let note = if r.skipped { " (disabled)" } else if r.changed { "" } else { " (no change)" };
+                writeln!(out, "{:>10.3}  {:>5.1}%  {}{note}", r.time.as_secs_f64() * 1e3, share, r.name).map_err(io)?;
+            }
+            writeln!(out, "{:>10.3}  100.0%  total", total.as_secs_f64() * 1e3).map_err(io)?;
+        }
+        if self.instr.stats {
+            writeln!(out, "===== pass statistics =====").map_err(io)?;
+            for ((pass, what), n) in &cx.stats {
+                writeln!(out, "{pass}: {n} {what}").map_err(io)?;
+            }
+        }
+        Ok(runs)
+    }
+}

@@ -1,0 +1,36 @@
+//! `omnic`: the omnic compiler driver. Subcommands parse flags and call
+//! into the crates; no model or compiler logic lives here.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "omnic", version, about = "omnic: ahead-of-time compiler for multimodal generative models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show a model directory's architecture, parameters, FLOPs, stages, inputs and outputs.
+    Inspect(cmd::inspect::Args),
+    /// Import a model directory and write its IR in text form.
+    Import(cmd::import::Args),
+    /// Import a model and run it on the reference evaluator (optionally comparing with references).
+    Run(cmd::run::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Inspect(a) => cmd::inspect::run(a),
+        Cmd::Import(a) => cmd::import::run(a),
+        Cmd::Run(a) => cmd::run::run(a),
+    };
+    if let Err(e) = res {
+        eprintln!("omnic: error: {e:#}");
+        std::process::exit(1);
+    }
+}
