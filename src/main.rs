@@ -20,6 +20,10 @@ enum Cmd {
     Import(cmd::import::Args),
     /// Import a model and run it on the reference evaluator (optionally comparing with references).
     Run(cmd::run::Args),
+    /// Run a pass pipeline over a model's IR (or an IR file) and print the result.
+    Opt(cmd::opt::Args),
+    /// List every pass and the default pipelines.
+    Passes(cmd::passes::Args),
 }
 
 fn main() {
@@ -28,6 +32,8 @@ fn main() {
         Cmd::Inspect(a) => cmd::inspect::run(a),
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Run(a) => cmd::run::run(a),
+        Cmd::Opt(a) => cmd::opt::run(a),
+        Cmd::Passes(a) => cmd::passes::run(a),
     };
     if let Err(e) = res {
         eprintln!("omnic: error: {e:#}");

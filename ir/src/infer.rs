@@ -109,6 +109,9 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
             for &a in axes {
                 check_axis(a, x.rank(), "reduce")?;
             }
+            if x.dtype == DType::Bool {
+                return Err(format!("cannot reduce a bool tensor, found {x}"));
+            }
             if matches!(rop, crate::op::ReduceOp::Mean) {
                 need_float(x, "mean operand")?;
             }
@@ -149,7 +152,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
                 return Err("group_norm with 0 groups".into());
             }
             if let Some(c) = x.shape[1].as_const() {
-                if c % *groups as i64 != 0 {
+                if c % i64::try_from(*groups).map_err(|_| format!("groups {groups} too large"))? != 0 {
                     return Err(format!("{c} channels do not split into {groups} groups"));
                 }
             }
@@ -265,7 +268,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
                 return Err(format!("input {} has {} channels but weight {} with groups={groups} needs {cin}", s(x), x.shape[1], s(w)));
             }
             if let Some(o) = w.shape[0].as_const() {
-                if o % *groups as i64 != 0 {
+                if o % i64::try_from(*groups).map_err(|_| format!("groups {groups} too large"))? != 0 {
                     return Err(format!("{o} output channels do not split into {groups} groups"));
                 }
             }
@@ -279,17 +282,24 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
             let mut sh = vec![x.shape[0].clone(), w.shape[0].clone()];
             for i in 0..sp {
                 let k = w.shape[2 + i].as_const().ok_or("kernel size must be static")?;
-                let span = dilation[i] as i64 * (k - 1) + 1;
-                let n = x.shape[2 + i].add(&Dim::Const(2 * padding[i] as i64 - span));
-                let d = if stride[i] == 1 {
+                // Checked: sizes may come from untrusted text and must not panic.
+                let overflow = || format!("conv sizes overflow i64 along spatial axis {i}");
+                let (dil, pad, st) = (i64::try_from(dilation[i]), i64::try_from(padding[i]), i64::try_from(stride[i]));
+                let (Ok(dil), Ok(pad), Ok(st)) = (dil, pad, st) else { return Err(overflow()) };
+                let span = k.checked_sub(1).and_then(|k1| dil.checked_mul(k1)).and_then(|v| v.checked_add(1)).ok_or_else(overflow)?;
+                let delta = pad.checked_mul(2).and_then(|p2| p2.checked_sub(span)).ok_or_else(overflow)?;
+                let n = x.shape[2 + i].add(&Dim::Const(delta));
+                let d = if st == 1 {
                     n.add(&Dim::Const(1))
                 } else if let Some(nv) = n.as_const() {
                     if nv < 0 {
                         return Err(format!("kernel larger than padded input along spatial axis {i}"));
                     }
-                    Dim::Const(nv / stride[i] as i64 + 1)
+                    Dim::Const(nv / st + 1)
                 } else {
-                    n.div(stride[i] as i64).add(&Dim::Const(1))
+                    // (n + 2p - span)/s + 1 written as (n + 2p - span + s)/s, so a
+                    // patchify conv (k = s, p = 0) gives the plain `n/s`.
+                    n.add(&Dim::Const(st)).div(st)
                 };
                 if let Some(v) = d.as_const() {
                     if v <= 0 {
@@ -319,7 +329,15 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
             if pads.len() != x.rank() {
                 return Err(format!("pad has {} entries for rank-{} operand {}", pads.len(), x.rank(), s(x)));
             }
-            let sh = x.shape.iter().zip(pads).map(|(d, (a, b))| d.add(&Dim::Const((a + b) as i64))).collect();
+            let sh = x
+                .shape
+                .iter()
+                .zip(pads)
+                .map(|(d, (a, b))| {
+                    let n = a.checked_add(*b).and_then(|n| i64::try_from(n).ok());
+                    n.map(|n| d.add(&Dim::Const(n))).ok_or_else(|| format!("padding {a}+{b} overflows i64"))
+                })
+                .collect::<Result<_, _>>()?;
             one(TensorType::new(x.dtype, sh))
         }
         Op::Reshape { shape } => {
@@ -423,6 +441,9 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
             let x = ins[0];
             if x.rank() == 0 {
                 return Err("topk of a scalar".into());
+            }
+            if *k == 0 {
+                return Err(format!("k = 0 for topk of {}", s(x)));
             }
             if let Some(n) = x.shape[x.rank() - 1].as_const() {
                 if *k as i64 > n || *k == 0 {

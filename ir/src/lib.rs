@@ -6,6 +6,7 @@
 //! - [`verify`]: type/shape checking; [`text`]: printer and parser;
 //! - [`eval`]: the reference evaluator, the semantics oracle.
 
+pub mod analysis;
 pub mod builder;
 pub mod dtype;
 pub mod error;
@@ -17,6 +18,8 @@ pub mod program;
 pub mod shape;
 pub mod text;
 pub mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 pub use builder::Builder;
 pub use dtype::DType;

@@ -70,7 +70,9 @@ impl Dim {
         self.as_const() == Some(v)
     }
 
-    /// `a + b` in canonical form.
+    /// `a + b` in canonical form. Constant folding wraps on i64 overflow
+    /// (as release builds always did) so absurd sizes read from untrusted
+    /// text cannot panic the parser or the verifier.
     pub fn add(&self, other: &Dim) -> Dim {
         let mut terms = Vec::new();
         let mut c = 0i64;
@@ -82,7 +84,7 @@ impl Dim {
         }
         terms.retain(|t| match t {
             Dim::Const(v) => {
-                c += v;
+                c = c.wrapping_add(*v);
                 false
             }
             _ => true,
@@ -109,13 +111,37 @@ impl Dim {
         }
         fs.retain(|t| match t {
             Dim::Const(v) => {
-                c *= v;
+                c = c.wrapping_mul(*v);
                 false
             }
             _ => true,
         });
         if c == 0 {
             return Dim::Const(0);
+        }
+        // `(x/d)·c` with `d | c` is `x·(c/d)`: exact division undone.
+        let mut i = 0;
+        while i < fs.len() {
+            if let Dim::Div(x, d) = &fs[i] {
+                if c % d == 0 {
+                    c /= d;
+                    let x = (**x).clone();
+                    fs.remove(i);
+                    match x {
+                        Dim::Mul(inner) => fs.extend(inner.into_iter().filter(|f| match f {
+                            Dim::Const(v) => {
+                                c *= v;
+                                false
+                            }
+                            _ => true,
+                        })),
+                        Dim::Const(v) => c *= v,
+                        other => fs.push(other),
+                    }
+                    continue;
+                }
+            }
+            i += 1;
         }
         if c != 1 || fs.is_empty() {
             fs.push(Dim::Const(c));
@@ -130,7 +156,7 @@ impl Dim {
     /// `a - b`, for constants or when `b` is a constant.
     pub fn sub(&self, other: &Dim) -> Dim {
         match other {
-            Dim::Const(v) => self.add(&Dim::Const(-v)),
+            Dim::Const(v) => self.add(&Dim::Const(v.wrapping_neg())),
             _ => self.add(&other.mul(&Dim::Const(-1))),
         }
     }
@@ -157,7 +183,7 @@ impl Dim {
                 }
                 Dim::Div(Box::new(self.clone()), d)
             }
-            Dim::Div(inner, d0) => Dim::Div(inner.clone(), d0 * d),
+            Dim::Div(inner, d0) => Dim::Div(inner.clone(), d0.saturating_mul(d)),
             _ => Dim::Div(Box::new(self.clone()), d),
         }
     }
@@ -392,6 +418,11 @@ mod tests {
         assert_eq!(a.mul(&Dim::Const(1)), a);
         assert_eq!(a.mul(&Dim::Const(4)).div(2), a.mul(&Dim::Const(2)));
         assert_eq!(Dim::Const(12).div(4), Dim::Const(3));
+        // Exact division undone by a multiple: (h/2)·2 = h, (h/2)·4 = 2h.
+        let h = Dim::sym("h");
+        assert_eq!(h.div(2).mul(&Dim::Const(2)), h);
+        assert_eq!(h.div(2).mul(&Dim::Const(4)), h.mul(&Dim::Const(2)));
+        assert_eq!(Dim::product(&[h.div(2), Dim::Const(2), a.div(3), Dim::Const(3)]), h.mul(&a));
     }
 
     #[test]

@@ -15,11 +15,13 @@ pub struct Ctx<'a> {
     pub opts: ImportOptions,
     /// Parameters already emitted (a weight used twice is one node).
     params: std::collections::HashMap<String, V>,
+    /// Entries for the program metadata (e.g. a VAE's `scaling_factor`).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(ckpt: &'a Checkpoint, opts: ImportOptions) -> Self {
-        Ctx { b: Builder::new(), ckpt, opts, params: Default::default() }
+        Ctx { b: Builder::new(), ckpt, opts, params: Default::default(), metadata: Default::default() }
     }
 
     /// The weight `name` of static `shape`, as an f32 `param`.

@@ -16,6 +16,15 @@ pub mod parity;
 mod registry;
 
 pub mod dit;
+pub mod vae;
+pub mod flux;
+pub mod longcat;
+pub mod flux2;
+pub mod zimage;
+pub mod wan;
+pub mod glmimage;
+pub mod sd3;
+pub mod qwenimage;
 
 pub use error::{ImportError, Result};
 pub use registry::{import, import_with, supported_classes, Family};

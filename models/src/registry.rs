@@ -19,7 +19,7 @@ pub struct Family {
 
 /// Every family omnic imports.
 pub fn families() -> Vec<Family> {
-    vec![crate::dit::family()]
+    vec![crate::dit::family(), crate::vae::family(), crate::flux::family(), crate::longcat::family(), crate::flux2::family(), crate::zimage::family(), crate::wan::family(), crate::glmimage::family(), crate::sd3::family(), crate::qwenimage::family()]
 }
 
 /// Class names accepted in `config.json`, sorted.
@@ -47,13 +47,15 @@ pub fn import_with(dir: &Path, opts: &ImportOptions) -> Result<Imported> {
         })
     })?;
     let checkpoint = Checkpoint::open(&md.model)?;
-    let graph = {
+    let (graph, metadata) = {
         let mut ctx = Ctx::new(&checkpoint, opts.clone());
         (fam.build)(&md.config, &mut ctx)?;
         ctx.b.set_scope(None);
-        ctx.b.finish()?
+        let metadata = std::mem::take(&mut ctx.metadata);
+        (ctx.b.finish()?, metadata)
     };
     let mut program = Program::single(fam.stage, graph);
+    program.metadata.extend(metadata);
     program.metadata.insert("architecture".into(), md.class.clone());
     program.metadata.insert("family".into(), fam.name.into());
     Ok(Imported { dir: md, checkpoint, program, family: fam.name })

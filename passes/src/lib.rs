@@ -15,8 +15,11 @@ pub mod filecheck;
 pub mod manager;
 pub mod pass;
 
+pub mod canonicalize;
+pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod qkv_fusion;
 
 pub use manager::{Instrumentation, PassManager};
 pub use pass::{Pass, PassContext, PassError};

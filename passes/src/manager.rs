@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 /// Every pass, in the order `omnic passes` lists them.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(crate::cse::Cse), Box::new(crate::dce::Dce)]
+    vec![Box::new(crate::canonicalize::Canonicalize), Box::new(crate::cse::Cse), Box::new(crate::dce::Dce), Box::new(crate::qkv_fusion::QkvFusion), Box::new(crate::const_fold::ConstFold)]
 }
 
 /// The default pipeline for `-O0`, `-O1`, `-O2`.
 pub fn default_pipeline(level: u8) -> &'static str {
     match level {
         0 => "",
-        1 => "cse,dce",
-        _ => "cse,dce",
+        1 => "canonicalize,const-fold,cse,dce",
+        _ => "canonicalize,cse,qkv-fusion,const-fold,cse,dce",
     }
 }
 

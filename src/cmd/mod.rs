@@ -3,4 +3,7 @@
 pub mod dims;
 pub mod import;
 pub mod inspect;
+pub mod opt;
+pub mod pass_args;
+pub mod passes;
 pub mod run;

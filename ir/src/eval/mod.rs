@@ -8,6 +8,8 @@
 
 pub mod kernels;
 pub mod tensor;
+#[cfg(test)]
+mod tests;
 
 use crate::error::IrError;
 use crate::graph::{Graph, Node, ValueRef};
@@ -156,19 +158,27 @@ fn eval_node(
     use kernels as k;
     let keep = p == Precision::F64;
     let one = |t: Result<Tensor, String>| t.map(|t| vec![t]);
+    // Source values are results too: float ones are rounded to their dtype
+    // (f32 only in F32 precision) like every other op's results.
+    let src = |mut t: Tensor| {
+        if let Data::F(v) = &mut t.data {
+            v.iter_mut().for_each(|x| *x = tensor::round_to(t.dtype, *x, keep));
+        }
+        t
+    };
     match &node.op {
-        Op::Input { name, .. } => Ok(vec![inputs.get(name).cloned().ok_or_else(|| format!("missing input `{name}`"))?]),
+        Op::Input { name, .. } => Ok(vec![src(inputs.get(name).cloned().ok_or_else(|| format!("missing input `{name}`"))?)]),
         Op::Param { name, ty } => {
             let w = weights.weight(name)?;
             let want = eval_shape(&ty.shape, b)?;
             if w.shape != want || w.dtype != ty.dtype {
                 return Err(format!("weight `{name}` is {}{:?} but the program expects {ty}", w.dtype, w.shape));
             }
-            Ok(vec![w])
+            Ok(vec![src(w)])
         }
         Op::Constant(lit) => {
             let t = match lit.dtype {
-                d if d.is_float() => Tensor::from_f64(d, &lit.shape, lit.values.clone()),
+                d if d.is_float() => k::make_float(d, lit.shape.clone(), lit.values.clone(), keep),
                 d if d.is_int() => Tensor::from_i64(d, &lit.shape, lit.values.iter().map(|&v| v as i64).collect()),
                 _ => Tensor::from_bool(&lit.shape, lit.values.iter().map(|&v| v != 0.0).collect()),
             };
@@ -177,7 +187,7 @@ fn eval_node(
         Op::Iota { len, dtype } => {
             let n = conc(len, b)?;
             let t = if dtype.is_float() {
-                Tensor::from_f64(*dtype, &[n], (0..n).map(|i| i as f64).collect())
+                k::make_float(*dtype, vec![n], (0..n).map(|i| i as f64).collect(), keep)
             } else {
                 Tensor::from_i64(*dtype, &[n], (0..n as i64).collect())
             };
@@ -208,7 +218,11 @@ fn eval_node(
             one(k::conv(a[0], a[1], bias.then(|| a[2]), stride, padding, dilation, *groups, keep))
         }
         Op::UpsampleNearest { scale } => one(k::upsample_nearest(a[0], scale)),
-        Op::Pad { pads, value } => one(k::pad(a[0], pads, *value)),
+        Op::Pad { pads, value } => {
+            // The pad value is an element of the result: round it to the dtype.
+            let v = if a[0].dtype.is_float() { tensor::round_to(a[0].dtype, *value, keep) } else { *value };
+            one(k::pad(a[0], pads, v))
+        }
         Op::Reshape { shape } => {
             let s = eval_shape(shape, b)?;
             if s.iter().product::<usize>() != a[0].numel() {

@@ -32,16 +32,38 @@ pub struct Tensor {
     pub data: Data,
 }
 
-/// Round `v` to the precision of `dtype` (f32 rounding only when `f32_exact`
-/// is false, i.e. when the evaluator runs in f32).
+/// Round `v` to the precision of `dtype` (f32 rounding only when `keep_f64`
+/// is false, i.e. when the evaluator runs in f32). All roundings are to
+/// nearest, ties to even, from the full f64 value.
 pub fn round_to(dtype: DType, v: f64, keep_f64: bool) -> f64 {
     match dtype {
         DType::F32 if keep_f64 => v,
         DType::F32 => v as f32 as f64,
-        DType::F16 => half::f16::from_f64(v).to_f64(),
-        DType::BF16 => half::bf16::from_f64(v).to_f64(),
+        // `half`'s f64 conversions are not correctly rounded: they drop the
+        // low 32 bits of the f64 significand before rounding, or round
+        // through f32 (double rounding) where F16C is available. Rounding
+        // f64 → f32 to odd keeps enough information (24 ≥ 11 + 2 and
+        // 24 ≥ 8 + 2 significand bits) for the f32 → f16/bf16 rounding,
+        // which `half` does correctly, to give the correctly rounded result.
+        DType::F16 => half::f16::from_f32(f32_round_to_odd(v)).to_f64(),
+        DType::BF16 => half::bf16::from_f32(f32_round_to_odd(v)).to_f64(),
         _ => v,
     }
+}
+
+/// `v` rounded to f32 with round-to-odd: truncate toward zero, and set the
+/// last significand bit when the result is inexact. Values beyond the f32
+/// range become ±f32::MAX (odd), which still round to ±∞ in f16/bf16.
+fn f32_round_to_odd(v: f64) -> f32 {
+    let t = v as f32;
+    if v.is_nan() || t as f64 == v {
+        return t;
+    }
+    let mut bits = t.to_bits();
+    if t.is_infinite() || (t as f64).abs() > v.abs() {
+        bits -= 1; // one step toward zero (magnitude is nonzero here)
+    }
+    f32::from_bits(bits | 1)
 }
 
 impl Tensor {

@@ -1,7 +1,9 @@
 //! Layers shared by the model families. Weight names follow diffusers /
 //! transformers module paths: `prefix.weight`, `prefix.bias`.
 
+pub mod conv;
 pub mod embed;
+pub mod rope;
 
 use crate::ctx::{Ctx, V};
 use crate::error::{ImportError, Result};

@@ -3,3 +3,12 @@
 
 mod common;
 mod dit;
+mod vae;
+mod flux;
+mod longcat;
+mod flux2;
+mod zimage;
+mod wan;
+mod glmimage;
+mod sd3;
+mod qwenimage;

@@ -1,1 +1,0 @@
-//! Text form (printer and parser): placeholder replaced below.

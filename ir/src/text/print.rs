@@ -1,0 +1,134 @@
+//! The printer: graphs and programs to text (grammar in the module doc of
+//! [`super`]). Printing never fails: a graph with a cycle still prints, in
+//! node-index order after a comment saying so, so that broken graphs can be
+//! looked at.
+
+use super::attrs::attrs_of;
+use super::lexical::{fmt_f64, is_ident, quote};
+use crate::graph::{Annotation, Graph, Role, ValueRef};
+use crate::op::Op;
+use crate::program::{Control, Program};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Indentation of statements inside `graph { }` and `stage { }`.
+const INDENT: &str = "  ";
+
+/// `graph { … }` with one statement per line.
+pub fn print_graph(g: &Graph) -> String {
+    let mut out = String::from("graph {\n");
+    print_body(g, &mut out);
+    out.push_str("}\n");
+    out
+}
+
+/// Metadata, stages and control of a program.
+pub fn print_program(p: &Program) -> String {
+    let mut out = String::new();
+    for (k, v) in &p.metadata {
+        let _ = writeln!(out, "meta {} = {}", quote(k), quote(v));
+    }
+    for st in &p.stages {
+        let _ = writeln!(out, "stage {} {{", quote(&st.name));
+        print_body(&st.graph, &mut out);
+        out.push_str("}\n");
+    }
+    match &p.control {
+        Control::Forward { stage } => {
+            let _ = writeln!(out, "control forward {}", quote(stage));
+        }
+    }
+    out
+}
+
+/// The statements of a graph body: nodes in topological order, then outputs.
+fn print_body(g: &Graph, out: &mut String) {
+    let order = match g.topo_order() {
+        Ok(order) => order,
+        Err(e) => {
+            let _ = writeln!(out, "{INDENT}// {e}: nodes listed in index order");
+            g.g.node_indices().collect()
+        }
+    };
+    // Same numbering as `verify::value_names` (which fails on a cycle).
+    let names: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    for &n in &order {
+        out.push_str(INDENT);
+        node_line(g, &names, n, out);
+        out.push('\n');
+    }
+    for (name, v) in &g.outputs {
+        let _ = writeln!(out, "{INDENT}output {} = {}", quote(name), value_name(g, &names, *v));
+    }
+}
+
+/// `%k` for single-result nodes, `%k#p` for results of multi-result nodes
+/// (and for a port that does not exist, so that it shows).
+fn value_name(g: &Graph, names: &HashMap<NodeIndex, usize>, v: ValueRef) -> String {
+    let k = names.get(&v.node).copied().unwrap_or(v.node.index());
+    let results = g.g.node_weight(v.node).map_or(0, |n| n.outputs.len());
+    if results == 1 && v.port == 0 {
+        format!("%{k}")
+    } else {
+        format!("%{k}#{}", v.port)
+    }
+}
+
+/// One node statement (without indentation or newline).
+fn node_line(g: &Graph, names: &HashMap<NodeIndex, usize>, n: NodeIndex, out: &mut String) {
+    let node = g.node(n);
+    let _ = write!(out, "%{}", names[&n]);
+    if node.outputs.len() != 1 {
+        let _ = write!(out, ":{}", node.outputs.len());
+    }
+    let _ = write!(out, " = {}", node.op.mnemonic());
+    match &node.op {
+        Op::Input { name, .. } | Op::Param { name, .. } => {
+            let _ = write!(out, " {}", quote(name));
+        }
+        Op::Constant(lit) => {
+            let vals: Vec<String> = lit.values.iter().map(|&v| fmt_f64(v)).collect();
+            let _ = write!(out, " [{}]", vals.join(", "));
+        }
+        _ => {}
+    }
+    let operands = g.operands(n);
+    if !operands.is_empty() || !node.op.is_source() {
+        let ops: Vec<String> = operands.iter().map(|&v| value_name(g, names, v)).collect();
+        let _ = write!(out, "({})", ops.join(", "));
+    }
+    let attrs = attrs_of(&node.op, &node.outputs);
+    if !attrs.is_empty() {
+        let parts: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(out, " {{{}}}", parts.join(", "));
+    }
+    let tys: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
+    let _ = write!(out, " : {}", tys.join(", "));
+    for a in &node.annotations {
+        out.push(' ');
+        annotation(a, out);
+    }
+    if let Some(l) = &node.label {
+        let _ = write!(out, " loc({})", quote(l));
+    }
+}
+
+/// `#block(i)` or `#role(name)`. A role is written bare only when reading
+/// the bare word gives the same role back; otherwise it is quoted (a quoted
+/// role always reads as `Role::Other`).
+fn annotation(a: &Annotation, out: &mut String) {
+    match a {
+        Annotation::Block(i) => {
+            let _ = write!(out, "#block({i})");
+        }
+        Annotation::Role(r) => {
+            let name = r.name();
+            if is_ident(name) && Role::from_name(name) == *r {
+                let _ = write!(out, "#role({name})");
+            } else {
+                let _ = write!(out, "#role({})", quote(name));
+            }
+        }
+    }
+}
