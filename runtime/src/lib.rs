@@ -2,8 +2,10 @@
 //! artifact loading and execution. This crate never depends on a compiler
 //! crate nor on MLIR/LLVM: a deployment needs only an artifact and `omnirt`.
 
+pub mod artifact;
 pub mod error;
 pub mod io;
+pub mod kernels;
 pub mod tensor;
 
 pub use error::RtError;

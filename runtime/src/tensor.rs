@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// Element types the runtime moves around.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ElemType {
     F32,
     F16,

@@ -1,0 +1,6 @@
+mod support;
+
+mod elementwise;
+mod emit;
+mod errors;
+mod random;

@@ -1,0 +1,414 @@
+//! Scaled dot-product attention, flash-attention style (the IR's
+//! `Attention`):
+//! `q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv], [mask] → [B, H, Sq, Dv]`,
+//! `y = softmax(q·kᵀ·scale + mask)·v` per (batch, head).
+//!
+//! * Grouped-query attention: head `h` reads key/value head `h / (H / Hk)`.
+//! * `scale` defaults to `1/√D`.
+//! * `mask` is additive f32, any shape that broadcasts (NumPy rules,
+//!   right-aligned) to `[B, H, Sq, Sk]`; `-inf` entries exclude keys.
+//! * `causal` masks key `j` for query `i` when `j > i + (Sk − Sq)`
+//!   (bottom-right aligned, as for a KV cache): with `Sq > Sk` the first
+//!   `Sq − Sk` queries see no key at all.
+//! * A query row whose keys are all masked (causal or `-inf` mask) yields
+//!   **zeros**, exactly as the IR evaluator (not NaN as a naive softmax).
+//!
+//! Algorithm: per (batch, head, block of [`BQ`] queries) task, key blocks of
+//! [`BK`] are visited in order; `S = Q·Kᵀ` for the block (the `gemm` crate,
+//! single-threaded inside a task), scale/mask/causal applied, an online
+//! softmax keeps the running row max `m` and denominator `l`, rescales the
+//! output accumulator and adds `P·V` (again `gemm`). Key blocks entirely
+//! past the causal limit are skipped. Everything accumulates in f32;
+//! scores are exponentiated with a polynomial `exp` (≈2 ulp). The output
+//! block itself is the accumulator; the only scratch (`S`, `m`, `l`) is
+//! thread-local and reused. Tasks are spread over the pool (see
+//! [`super::threads`]); there are `B·H·⌈Sq/BQ⌉` of them.
+
+use super::gemm::{bcast_strides, gemm_in, Epilogue, MatMut, MatRef};
+use super::{threads, KernelError};
+use std::cell::RefCell;
+
+const OP: &str = "attention";
+/// Queries per task.
+pub const BQ: usize = 64;
+/// Keys per inner block.
+pub const BK: usize = 128;
+
+/// Sizes of an attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnDims {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub sq: usize,
+    pub sk: usize,
+    pub d: usize,
+    pub dv: usize,
+}
+
+/// An additive mask of `shape` (rank ≤ 4) broadcast to `[B, H, Sq, Sk]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Mask<'a> {
+    pub data: &'a [f32],
+    pub shape: &'a [usize],
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `exp(x)` in f32 (Cephes `expf` polynomial, ≈2 ulp): 0 below −87.3,
+/// NaN in → NaN out; written branch-free so loops over it vectorise.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LO: f32 = -87.3;
+    const HI: f32 = 88.7;
+    const MAGIC: f32 = 12582912.0; // 1.5·2²³: adding it rounds to an integer
+    let xc = if x < LO {
+        LO
+    } else if x > HI {
+        HI
+    } else {
+        x
+    };
+    let n = (xc * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < LO {
+        0.0
+    } else {
+        e * pow2
+    }
+}
+
+/// Attention into `out [B, H, Sq, Dv]` (row-major slices throughout).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    dims: AttnDims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<Mask>,
+    scale: Option<f64>,
+    causal: bool,
+    out: &mut [f32],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let AttnDims { batch, heads, kv_heads, sq, sk, d, dv } = dims;
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(KernelError::new(OP, format!("{heads} query heads is not a multiple of {kv_heads} kv heads")));
+    }
+    let sizes = [
+        (q.len(), batch * heads * sq * d, "q"),
+        (k.len(), batch * kv_heads * sk * d, "k"),
+        (v.len(), batch * kv_heads * sk * dv, "v"),
+        (out.len(), batch * heads * sq * dv, "output"),
+    ];
+    for (got, want, what) in sizes {
+        if got != want {
+            return Err(KernelError::new(OP, format!("{what}: {got} elements, expected {want} for {dims:?}")));
+        }
+    }
+    let full = [batch, heads, sq, sk];
+    let mstrides = match mask {
+        None => None,
+        Some(m) => {
+            let ok = m.shape.len() <= 4 && m.shape.iter().rev().zip(full.iter().rev()).all(|(&a, &b)| a == b || a == 1);
+            if !ok || m.data.len() != m.shape.iter().product::<usize>() {
+                return Err(KernelError::new(OP, format!("mask of shape {:?} ({} elements) does not broadcast to {full:?}", m.shape, m.data.len())));
+            }
+            let s = bcast_strides(m.shape, 4, 1);
+            Some((m.data, [s[0], s[1], s[2], s[3]]))
+        }
+    };
+    if out.is_empty() {
+        return Ok(());
+    }
+    let scale = scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
+    let group = heads / kv_heads;
+    let qblocks = sq.div_ceil(BQ);
+    threads::run(OP, threads, |t| {
+        threads::for_each_chunk(t, out, sq * dv, |bh, o_head| {
+            let (b, h) = (bh / heads, bh % heads);
+            let kvh = b * kv_heads + h / group;
+            let kh = &k[kvh * sk * d..(kvh + 1) * sk * d];
+            let vh = &v[kvh * sk * dv..(kvh + 1) * sk * dv];
+            let qh = &q[bh * sq * d..(bh + 1) * sq * d];
+            let head_mask = mstrides.map(|(m, s)| (&m[b * s[0] + h * s[1]..], [s[2], s[3]]));
+            let task = |qb: usize, o: &mut [f32]| -> Result<(), KernelError> {
+                let i0 = qb * BQ;
+                let br = o.len() / dv.max(1);
+                let qv = &qh[i0 * d..(i0 + br) * d];
+                let job = Block { i0, br, sq, sk, d, dv, scale, causal, mask: head_mask };
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut s) => job.run(qv, kh, vh, o, &mut s),
+                    Err(_) => job.run(qv, kh, vh, o, &mut Vec::new()),
+                })
+            };
+            if dv == 0 {
+                return Ok(());
+            }
+            // One head's query blocks in parallel too (nested in the pool).
+            threads::for_each_chunk(if qblocks > 1 { t } else { 1 }, o_head, BQ * dv, task)
+        })
+    })?
+}
+
+/// One (batch, head, query block) task.
+struct Block<'a> {
+    i0: usize,
+    br: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+    scale: f32,
+    causal: bool,
+    /// The head's mask (offset to `[b, h]`) and its `[Sq, Sk]` strides.
+    mask: Option<(&'a [f32], [usize; 2])>,
+}
+
+impl Block<'_> {
+    fn run(&self, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], scratch: &mut Vec<f32>) -> Result<(), KernelError> {
+        let Block { i0, br, sq, sk, d, dv, scale, causal, mask } = *self;
+        o.fill(0.0);
+        // Keys visible to the block's last row (causal): j ≤ i + sk − sq.
+        let kend = if causal { (i0 + br + sk).saturating_sub(sq).min(sk) } else { sk };
+        if kend == 0 {
+            return Ok(());
+        }
+        let need = br * BK + 2 * br;
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        let (s, ml) = scratch.split_at_mut(br * BK);
+        let (m, l) = ml.split_at_mut(br);
+        m[..br].fill(f32::NEG_INFINITY);
+        l[..br].fill(0.0);
+        let qm = MatRef::row_major(q, br, d);
+        let mut kb = 0;
+        while kb < kend {
+            let bc = BK.min(kend - kb);
+            let s = &mut s[..br * bc];
+            let kblk = MatRef::row_major(&k[kb * d..(kb + bc) * d], bc, d).t();
+            gemm_in(MatMut::row_major(s, br, bc), qm, kblk, Epilogue::None, 1)?;
+            for r in 0..br {
+                let i = i0 + r;
+                let row = &mut s[r * bc..(r + 1) * bc];
+                match mask {
+                    Some((mk, [si, sj])) => {
+                        let base = i * si + kb * sj;
+                        for (j, x) in row.iter_mut().enumerate() {
+                            *x = *x * scale + mk[base + j * sj];
+                        }
+                    }
+                    None => row.iter_mut().for_each(|x| *x *= scale),
+                }
+                if causal {
+                    // Keys j > i + sk − sq are masked: local index ≥ lim.
+                    let lim = (i + sk + 1).saturating_sub(sq).saturating_sub(kb).min(bc);
+                    row[lim..].fill(f32::NEG_INFINITY);
+                }
+                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let m_new = m[r].max(mx);
+                let orow = &mut o[r * dv..(r + 1) * dv];
+                if m_new == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    continue;
+                }
+                let mut sum = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = exp_f32(*x - m_new);
+                    sum += *x;
+                }
+                let corr = exp_f32(m[r] - m_new);
+                if corr != 1.0 {
+                    orow.iter_mut().for_each(|x| *x *= corr);
+                }
+                l[r] = l[r] * corr + sum;
+                m[r] = m_new;
+            }
+            let vblk = MatRef::row_major(&v[kb * dv..(kb + bc) * dv], bc, dv);
+            gemm_in(MatMut::row_major(o, br, dv), MatRef::row_major(s, br, bc), vblk, Epilogue::Accumulate, 1)?;
+            kb += bc;
+        }
+        for r in 0..br {
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= inv);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, Rng};
+
+    /// The IR evaluator's algorithm in f64; also `Σ p·|v|` per output for the
+    /// tolerance (the magnitude accumulated into each element).
+    fn naive(dm: AttnDims, q: &[f32], k: &[f32], v: &[f32], mask: Option<Mask>, scale: Option<f64>, causal: bool) -> (Vec<f64>, Vec<f64>) {
+        let AttnDims { batch, heads: h, kv_heads: hk, sq, sk, d, dv } = dm;
+        let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+        let ms = mask.map(|m| (m.data, bcast_strides(m.shape, 4, 1)));
+        let (mut out, mut mag) = (vec![0.0; batch * h * sq * dv], vec![0.0; batch * h * sq * dv]);
+        let mut s = vec![0.0f64; sk];
+        for b in 0..batch {
+            for hh in 0..h {
+                let kh = hh / (h / hk);
+                for i in 0..sq {
+                    for j in 0..sk {
+                        let mut dot = 0.0;
+                        for c in 0..d {
+                            dot += q[((b * h + hh) * sq + i) * d + c] as f64 * k[((b * hk + kh) * sk + j) * d + c] as f64;
+                        }
+                        dot *= scale;
+                        if let Some((m, st)) = &ms {
+                            dot += m[b * st[0] + hh * st[1] + i * st[2] + j * st[3]] as f64;
+                        }
+                        if causal && j + sq > i + sk {
+                            dot = f64::NEG_INFINITY;
+                        }
+                        s[j] = dot;
+                    }
+                    let mx = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let mut z = 0.0;
+                    for x in s.iter_mut() {
+                        *x = if mx == f64::NEG_INFINITY { 0.0 } else { (*x - mx).exp() };
+                        z += *x;
+                    }
+                    let o = ((b * h + hh) * sq + i) * dv;
+                    for j in 0..sk {
+                        let p = if z > 0.0 { s[j] / z } else { 0.0 };
+                        for c in 0..dv {
+                            let x = p * v[((b * hk + kh) * sk + j) * dv + c] as f64;
+                            out[o + c] += x;
+                            mag[o + c] += x.abs();
+                        }
+                    }
+                }
+            }
+        }
+        (out, mag)
+    }
+
+    fn check(dm: AttnDims, mask_shape: Option<&[usize]>, neg_inf_every: usize, scale: Option<f64>, causal: bool, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let AttnDims { batch, heads, kv_heads, sq, sk, d, dv } = dm;
+        let q = rng.vec(batch * heads * sq * d).iter().map(|x| 3.0 * x).collect::<Vec<_>>();
+        let k = rng.vec(batch * kv_heads * sk * d);
+        let v = rng.vec(batch * kv_heads * sk * dv);
+        let mut md = mask_shape.map(|s| rng.vec(s.iter().product()));
+        if let Some(md) = md.as_mut() {
+            for (i, x) in md.iter_mut().enumerate() {
+                if neg_inf_every > 0 && i % neg_inf_every == 0 {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let mask = mask_shape.zip(md.as_deref()).map(|(shape, data)| Mask { data, shape });
+        let (want, mag) = naive(dm, &q, &k, &v, mask, scale, causal);
+        for threads in [1, 2, 3] {
+            let mut out = vec![f32::NAN; want.len()];
+            attention(dm, &q, &k, &v, mask, scale, causal, &mut out, threads).unwrap();
+            // Scores are f32 (|q·k| ≲ 3·√D·scale); each output is a convex
+            // combination of v rows: error ≲ 1e-5 of Σ p·|v| plus exp's error.
+            assert_close(&out, &want, &mag, 2e-5, &format!("{dm:?} mask {mask_shape:?} causal {causal} t{threads}"));
+        }
+    }
+
+    fn dims(batch: usize, heads: usize, kv_heads: usize, sq: usize, sk: usize, d: usize, dv: usize) -> AttnDims {
+        AttnDims { batch, heads, kv_heads, sq, sk, d, dv }
+    }
+
+    #[test]
+    fn exp_f32_is_accurate() {
+        for i in -1830..=2000 {
+            let x = i as f32 * 0.0437; // down to −80: below, results go subnormal
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            assert!(((got - want) / want).abs() < 3e-7, "exp({x}) = {got} vs {want}");
+        }
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn plain_and_multi_block() {
+        check(dims(1, 1, 1, 1, 1, 1, 1), None, 0, None, false, 1);
+        check(dims(2, 3, 3, 5, 7, 8, 8), None, 0, None, false, 2);
+        // Several query and key blocks, odd sizes, Dv ≠ D, explicit scale.
+        check(dims(1, 2, 2, BQ + 13, 2 * BK + 37, 24, 40), None, 0, Some(0.3), false, 3);
+    }
+
+    #[test]
+    fn gqa_8_query_heads_2_kv_heads() {
+        check(dims(2, 8, 2, 19, 33, 16, 16), None, 0, None, false, 4);
+        check(dims(1, 8, 2, 70, 150, 32, 32), None, 0, None, true, 5);
+        check(dims(1, 6, 1, 1, 200, 64, 64), None, 0, None, false, 6); // decode, MQA
+    }
+
+    #[test]
+    fn causal_bottom_right() {
+        check(dims(1, 2, 1, 9, 9, 8, 8), None, 0, None, true, 7); // square
+        check(dims(2, 2, 2, 5, 150, 16, 12), None, 0, None, true, 8); // Sq < Sk (KV cache)
+        check(dims(1, 1, 1, 1, 300, 16, 16), None, 0, None, true, 9); // decode step
+        // Sq > Sk: the first Sq − Sk rows see nothing and must be zero.
+        let dm = dims(1, 1, 1, 12, 5, 8, 8);
+        check(dm, None, 0, None, true, 10);
+        let mut rng = Rng::new(11);
+        let (q, k, v) = (rng.vec(12 * 8), rng.vec(5 * 8), rng.vec(5 * 8));
+        let mut out = vec![f32::NAN; 12 * 8];
+        attention(dm, &q, &k, &v, None, None, true, &mut out, 2).unwrap();
+        assert!(out[..7 * 8].iter().all(|&x| x == 0.0));
+        assert!(out[7 * 8..].iter().all(|&x| x != 0.0 && x.is_finite()));
+    }
+
+    #[test]
+    fn masks_broadcast_with_neg_inf() {
+        let dm = dims(2, 4, 2, 37, 140, 16, 16);
+        check(dm, Some(&[2, 4, 37, 140]), 3, None, false, 12); // full
+        check(dm, Some(&[2, 1, 1, 140]), 4, None, false, 13); // padding mask
+        check(dm, Some(&[37, 140]), 5, None, true, 14); // rank 2, with causal
+        check(dm, Some(&[1, 4, 37, 1]), 0, None, false, 15); // per-row bias
+        check(dims(1, 2, 2, 3, 4, 8, 8), Some(&[1]), 0, None, false, 16); // scalar-like
+    }
+
+    #[test]
+    fn fully_masked_rows_are_zero() {
+        let dm = dims(1, 2, 1, 4, 6, 8, 8);
+        let mut rng = Rng::new(17);
+        let (q, k, v) = (rng.vec(2 * 4 * 8), rng.vec(6 * 8), rng.vec(6 * 8));
+        // Row 1 of every head fully masked, others partly.
+        let mut m = vec![0.0f32; 4 * 6];
+        m[6..12].fill(f32::NEG_INFINITY);
+        m[0] = f32::NEG_INFINITY;
+        let mask = Mask { data: &m, shape: &[4, 6] };
+        let (want, mag) = naive(dm, &q, &k, &v, Some(mask), None, false);
+        let mut out = vec![f32::NAN; 2 * 4 * 8];
+        attention(dm, &q, &k, &v, Some(mask), None, false, &mut out, 1).unwrap();
+        assert_close(&out, &want, &mag, 2e-5, "fully masked");
+        for h in 0..2 {
+            assert!(out[(h * 4 + 1) * 8..(h * 4 + 2) * 8].iter().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_inputs() {
+        let dm = dims(1, 3, 2, 1, 1, 1, 1);
+        let e = attention(dm, &[0.0; 3], &[0.0; 2], &[0.0; 2], None, None, false, &mut [0.0; 3], 1).unwrap_err();
+        assert!(e.to_string().contains("multiple"), "{e}");
+        let dm = dims(1, 2, 2, 2, 3, 1, 1);
+        let mask = Mask { data: &[0.0; 4], shape: &[2, 2] };
+        let e = attention(dm, &[0.0; 4], &[0.0; 6], &[0.0; 6], Some(mask), None, false, &mut [0.0; 4], 1).unwrap_err();
+        assert!(e.to_string().contains("broadcast"), "{e}");
+    }
+}

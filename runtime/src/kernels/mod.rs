@@ -1,0 +1,303 @@
+//! Hand-written f32 CPU kernels for the runtime's [`Ukernel`] steps, with
+//! semantics equal to the IR ops of the same name (checked against naive
+//! implementations of the IR evaluator's loops in each file's tests):
+//!
+//! * [`gemm`]: strided GEMM with epilogues on the `gemm` crate; `Linear`
+//!   and broadcast-batched `MatMul`.
+//! * [`attention`]: flash-style attention with GQA, causal (bottom-right)
+//!   and broadcast additive masks.
+//! * [`conv`]: 2-D / 3-D grouped convolution (im2col + GEMM, direct for
+//!   depthwise).
+//! * [`topk`]: top-k along the last axis with values and i64 indices.
+//!
+//! Views are [`TensorRef`] / [`TensorMut`] ([`view`]); only f32 data for
+//! now (other dtypes are a clear error naming the op). Threading: rayon,
+//! a pool of exactly `threads` workers, 0 = physical cores ([`threads`]).
+//! [`run_ukernel`] validates shapes and dtypes and dispatches.
+
+pub mod attention;
+pub mod conv;
+pub mod gemm;
+pub mod threads;
+pub mod topk;
+pub mod view;
+
+pub use threads::default_threads;
+pub use view::{TensorMut, TensorRef};
+
+use crate::artifact::manifest::Ukernel;
+use crate::tensor::ElemType;
+use std::cell::RefCell;
+
+/// A kernel failure: the op and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct KernelError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+impl KernelError {
+    pub fn new(op: &'static str, message: impl Into<String>) -> Self {
+        KernelError { op, message: message.into() }
+    }
+    /// Re-attributes an inner kernel's error (`gemm: …`) to `op`.
+    fn within(self, op: &'static str) -> Self {
+        if self.op == op {
+            self
+        } else {
+            KernelError { op, message: format!("{}: {}", self.op, self.message) }
+        }
+    }
+}
+
+/// The IR mnemonic of a ukernel (names it in errors).
+pub fn ukernel_name(op: &Ukernel) -> &'static str {
+    match op {
+        Ukernel::Linear { .. } => "linear",
+        Ukernel::MatMul => "matmul",
+        Ukernel::Attention { .. } => "attention",
+        Ukernel::Conv { .. } => "conv",
+        Ukernel::TopK { .. } => "topk",
+    }
+}
+
+thread_local! {
+    /// im2col scratch for [`run_ukernel`]'s convolutions, per calling thread.
+    static CONV_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn arity(name: &'static str, args: usize, want_args: usize, results: usize, want_results: usize) -> Result<(), KernelError> {
+    if args != want_args || results != want_results {
+        return Err(KernelError::new(name, format!("{args} operands and {results} results, expected {want_args} and {want_results}")));
+    }
+    Ok(())
+}
+
+fn expect_shape(name: &'static str, what: &str, got: &[usize], want: &[usize]) -> Result<(), KernelError> {
+    if got != want {
+        return Err(KernelError::new(name, format!("{what} has shape {got:?}, expected {want:?}")));
+    }
+    Ok(())
+}
+
+/// Runs one ukernel: `args` are its operands in IR order, `results` its
+/// preallocated outputs (shapes must be the op's result shapes), `threads`
+/// workers (0 = physical cores). Only f32 operands for now (TopK's indices
+/// result is i64).
+pub fn run_ukernel(op: &Ukernel, args: &[TensorRef], results: &mut [TensorMut], threads: usize) -> Result<(), KernelError> {
+    let name = ukernel_name(op);
+    match op {
+        Ukernel::Linear { bias } => {
+            arity(name, args.len(), 2 + *bias as usize, results.len(), 1)?;
+            let (x, w) = (&args[0], &args[1]);
+            let (xd, wd) = (x.f32s(name, "input")?, w.f32s(name, "weight")?);
+            let bd = if *bias { Some(args[2].f32s(name, "bias")?) } else { None };
+            let (Some((&k, lead)), [n, k2]) = (x.shape.split_last(), w.shape) else {
+                return Err(KernelError::new(name, format!("input {:?} needs rank ≥ 1 and weight {:?} rank 2", x.shape, w.shape)));
+            };
+            if k != *k2 {
+                return Err(KernelError::new(name, format!("input K = {k}, weight {:?}", w.shape)));
+            }
+            if *bias {
+                expect_shape(name, "bias", args[2].shape, &[*n])?;
+            }
+            let mut want = lead.to_vec();
+            want.push(*n);
+            expect_shape(name, "result", results[0].shape, &want)?;
+            let y = results[0].f32s_mut(name, "result")?;
+            gemm::linear(xd, lead.iter().product(), k, wd, *n, bd, y, threads).map_err(|e| e.within(name))
+        }
+        Ukernel::MatMul => {
+            arity(name, args.len(), 2, results.len(), 1)?;
+            let (a, b) = (&args[0], &args[1]);
+            let (ad, bd) = (a.f32s(name, "lhs")?, b.f32s(name, "rhs")?);
+            let (ra, rb) = (a.shape.len(), b.shape.len());
+            if ra < 2 || rb < 2 {
+                return Err(KernelError::new(name, format!("operands need rank ≥ 2, got {:?} and {:?}", a.shape, b.shape)));
+            }
+            let mut want = Vec::new();
+            gemm::broadcast_shapes(name, &a.shape[..ra - 2], &b.shape[..rb - 2], &mut want)?;
+            want.extend([a.shape[ra - 2], b.shape[rb - 1]]);
+            expect_shape(name, "result", results[0].shape, &want)?;
+            let c = results[0].f32s_mut(name, "result")?;
+            gemm::batched_matmul(ad, a.shape, bd, b.shape, c, threads).map_err(|e| e.within(name))
+        }
+        Ukernel::Attention { scale, causal, mask } => {
+            arity(name, args.len(), 3 + *mask as usize, results.len(), 1)?;
+            let (qd, kd, vd) = (args[0].f32s(name, "q")?, args[1].f32s(name, "k")?, args[2].f32s(name, "v")?);
+            let (&[b, h, sq, d], &[b2, hk, sk, d2], &[b3, hk2, sk2, dv]) = (args[0].shape, args[1].shape, args[2].shape) else {
+                return Err(KernelError::new(name, format!("q {:?}, k {:?}, v {:?} must have rank 4", args[0].shape, args[1].shape, args[2].shape)));
+            };
+            if (b2, d2) != (b, d) || (b3, hk2, sk2) != (b, hk, sk) {
+                return Err(KernelError::new(name, format!("q {:?}, k {:?}, v {:?} disagree", args[0].shape, args[1].shape, args[2].shape)));
+            }
+            let m = if *mask { Some(attention::Mask { data: args[3].f32s(name, "mask")?, shape: args[3].shape }) } else { None };
+            expect_shape(name, "result", results[0].shape, &[b, h, sq, dv])?;
+            let out = results[0].f32s_mut(name, "result")?;
+            let dims = attention::AttnDims { batch: b, heads: h, kv_heads: hk, sq, sk, d, dv };
+            attention::attention(dims, qd, kd, vd, m, *scale, *causal, out, threads)
+        }
+        Ukernel::Conv { stride, padding, dilation, groups, bias } => {
+            arity(name, args.len(), 2 + *bias as usize, results.len(), 1)?;
+            let (xd, wd) = (args[0].f32s(name, "input")?, args[1].f32s(name, "weight")?);
+            let bd = if *bias { Some(args[2].f32s(name, "bias")?) } else { None };
+            let prm = conv::ConvParams { stride, padding, dilation, groups: *groups };
+            let want = conv::output_shape(args[0].shape, args[1].shape, &prm)?;
+            expect_shape(name, "result", results[0].shape, &want)?;
+            let y = results[0].f32s_mut(name, "result")?;
+            let (xs, ws) = (args[0].shape, args[1].shape);
+            CONV_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut s) => conv::conv(xd, xs, wd, ws, bd, &prm, y, &mut s, threads),
+                Err(_) => conv::conv(xd, xs, wd, ws, bd, &prm, y, &mut Vec::new(), threads),
+            })
+        }
+        Ukernel::TopK { k } => {
+            arity(name, args.len(), 1, results.len(), 2)?;
+            let xd = args[0].f32s(name, "input")?;
+            let Some((&n, lead)) = args[0].shape.split_last() else {
+                return Err(KernelError::new(name, "input is a scalar"));
+            };
+            let mut want = lead.to_vec();
+            want.push(*k);
+            let (vr, ir) = results.split_at_mut(1);
+            let (vr, ir) = (&mut vr[0], &mut ir[0]);
+            expect_shape(name, "values", vr.shape, &want)?;
+            expect_shape(name, "indices", ir.shape, &want)?;
+            if ir.dtype != ElemType::I64 {
+                return Err(KernelError::new(name, format!("indices must be i64, not {}", ir.dtype)));
+            }
+            let vals = vr.f32s_mut(name, "values")?;
+            let inds = ir.i64s_mut(name, "indices")?;
+            if n == 0 || *k == 0 {
+                return if *k > n { Err(KernelError::new(name, format!("k = {k} > row length {n}"))) } else { Ok(()) };
+            }
+            topk::topk(xd, n, *k, vals, inds, threads)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// Deterministic uniform values in [-1, 1) (splitmix64).
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+        }
+        pub fn next(&mut self) -> f32 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        pub fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    /// `|got − want| ≤ rtol · (mag + |want|) + 1e-30` elementwise, where `mag`
+    /// is the accumulated magnitude (`Σ|terms|`) behind each element.
+    #[track_caller]
+    pub fn assert_close(got: &[f32], want: &[f64], mag: &[f64], rtol: f64, ctx: &str) {
+        assert_eq!(got.len(), want.len(), "{ctx}: length");
+        for i in 0..got.len() {
+            let err = (got[i] as f64 - want[i]).abs();
+            let tol = rtol * (mag[i] + want[i].abs()) + 1e-30;
+            if !(err <= tol) {
+                panic!("{ctx}: element {i}: got {} want {} (|err| {err:e}, tol {tol:e})", got[i], want[i]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::Rng;
+    use super::*;
+
+    fn f32_ref<'a>(shape: &'a [usize], v: &'a [f32]) -> TensorRef<'a> {
+        TensorRef::from_f32(shape, v)
+    }
+
+    #[test]
+    fn dispatch_runs_each_ukernel() {
+        let mut rng = Rng::new(9);
+        // Linear with bias over a [2, 3, K] input.
+        let (x, w, b) = (rng.vec(2 * 3 * 4), rng.vec(5 * 4), rng.vec(5));
+        let mut y = vec![0.0f32; 2 * 3 * 5];
+        let args = [f32_ref(&[2, 3, 4], &x), f32_ref(&[5, 4], &w), f32_ref(&[5], &b)];
+        run_ukernel(&Ukernel::Linear { bias: true }, &args, &mut [TensorMut::from_f32(&[2, 3, 5], &mut y)], 2).unwrap();
+        let want: f32 = (0..4).map(|p| x[4 + p] * w[2 * 4 + p]).sum::<f32>() + b[2];
+        assert!((y[5 + 2] - want).abs() < 1e-5);
+
+        // MatMul with broadcast batch.
+        let (a, bm) = (rng.vec(3 * 2 * 4), rng.vec(4 * 6));
+        let mut c = vec![0.0f32; 3 * 2 * 6];
+        let args = [f32_ref(&[3, 2, 4], &a), f32_ref(&[1, 4, 6], &bm)];
+        run_ukernel(&Ukernel::MatMul, &args, &mut [TensorMut::from_f32(&[3, 2, 6], &mut c)], 1).unwrap();
+        let want: f32 = (0..4).map(|p| a[(2 * 2 + 1) * 4 + p] * bm[p * 6 + 3]).sum();
+        assert!((c[(2 * 2 + 1) * 6 + 3] - want).abs() < 1e-5);
+
+        // Attention with a mask, GQA.
+        let (q, k, v, m) = (rng.vec(4 * 3 * 8), rng.vec(2 * 5 * 8), rng.vec(2 * 5 * 8), vec![0.0f32; 5]);
+        let mut o = vec![0.0f32; 4 * 3 * 8];
+        let args = [f32_ref(&[1, 4, 3, 8], &q), f32_ref(&[1, 2, 5, 8], &k), f32_ref(&[1, 2, 5, 8], &v), f32_ref(&[5], &m)];
+        let op = Ukernel::Attention { scale: None, causal: true, mask: true };
+        run_ukernel(&op, &args, &mut [TensorMut::from_f32(&[1, 4, 3, 8], &mut o)], 2).unwrap();
+        assert!(o.iter().all(|x| x.is_finite()));
+
+        // Conv 2-D.
+        let (xc, wc) = (rng.vec(2 * 4 * 6 * 6), rng.vec(6 * 2 * 3 * 3));
+        let mut yc = vec![0.0f32; 2 * 6 * 3 * 3];
+        let op = Ukernel::Conv { stride: vec![2, 2], padding: vec![1, 1], dilation: vec![1, 1], groups: 2, bias: false };
+        let args = [f32_ref(&[2, 4, 6, 6], &xc), f32_ref(&[6, 2, 3, 3], &wc)];
+        run_ukernel(&op, &args, &mut [TensorMut::from_f32(&[2, 6, 3, 3], &mut yc)], 2).unwrap();
+        // y[1, 4, 1, 1]: group 1 (channels 2, 3), window rows/cols 1..4.
+        let mut want = 0.0f32;
+        for c in 0..2 {
+            for i in 0..3 {
+                for j in 0..3 {
+                    want += xc[((4 + 2 + c) * 6 + 1 + i) * 6 + 1 + j] * wc[((4 * 2 + c) * 3 + i) * 3 + j];
+                }
+            }
+        }
+        assert!((yc[((6 + 4) * 3 + 1) * 3 + 1] - want).abs() < 1e-5);
+
+        // TopK.
+        let xt = [0.5f32, 2.0, -1.0, 2.0, 7.0, 0.0];
+        let (mut tv, mut ti) = (vec![0.0f32; 4], vec![0i64; 4]);
+        let mut res = [TensorMut::from_f32(&[2, 2], &mut tv), TensorMut::from_i64(&[2, 2], &mut ti)];
+        run_ukernel(&Ukernel::TopK { k: 2 }, &[f32_ref(&[2, 3], &xt)], &mut res, 0).unwrap();
+        assert_eq!((tv, ti), (vec![2.0, 0.5, 7.0, 2.0], vec![1, 0, 1, 0]));
+    }
+
+    #[test]
+    fn dispatch_errors_name_the_op() {
+        let x = [0u8; 8];
+        let args = [TensorRef::new(ElemType::F16, &[2, 2], &x), TensorRef::new(ElemType::F16, &[2, 2], &x)];
+        let mut out = [0.0f32; 4];
+        let e = run_ukernel(&Ukernel::MatMul, &args, &mut [TensorMut::from_f32(&[2, 2], &mut out)], 1).unwrap_err();
+        assert_eq!(e.op, "matmul");
+        assert!(e.to_string().contains("f16"), "{e}");
+
+        let a = [0.0f32; 6];
+        let args = [f32_ref(&[2, 3], &a), f32_ref(&[3, 2], &a)];
+        let e = run_ukernel(&Ukernel::Linear { bias: false }, &args, &mut [TensorMut::from_f32(&[2, 2], &mut out)], 1).unwrap_err();
+        assert!(e.to_string().starts_with("linear:") && e.to_string().contains("K = 3"), "{e}");
+        let e = run_ukernel(&Ukernel::Linear { bias: true }, &args, &mut [TensorMut::from_f32(&[2, 2], &mut out)], 1).unwrap_err();
+        assert!(e.to_string().contains("operands"), "{e}");
+
+        let args = [f32_ref(&[2, 3], &a), f32_ref(&[3, 2], &a)];
+        let e = run_ukernel(&Ukernel::MatMul, &args, &mut [TensorMut::from_f32(&[4], &mut out)], 1).unwrap_err();
+        assert!(e.to_string().contains("result has shape [4], expected [2, 2]"), "{e}");
+
+        let (mut tv, xt, mut ib) = ([0.0f32; 2], [1.0f32; 4], [0u8; 8]);
+        let mut res = [TensorMut::from_f32(&[2, 1], &mut tv), TensorMut::new(ElemType::I32, &[2, 1], &mut ib)];
+        let e = run_ukernel(&Ukernel::TopK { k: 1 }, &[f32_ref(&[2, 2], &xt)], &mut res, 1).unwrap_err();
+        assert!(e.to_string().contains("i64"), "{e}");
+    }
+}
