@@ -25,6 +25,7 @@ pub mod wan;
 pub mod glmimage;
 pub mod sd3;
 pub mod qwenimage;
+pub mod qwen;
 
 pub use error::{ImportError, Result};
 pub use registry::{import, import_with, supported_classes, Family};

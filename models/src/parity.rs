@@ -92,7 +92,9 @@ pub fn batch1_inputs(g: &Graph, inputs: &HashMap<String, Tensor>) -> HashMap<Str
 }
 
 /// Slice the references of batched outputs to `[0:1]` (outputs whose
-/// declared first dim is `batch`).
+/// declared first dim is `batch`). An output whose first dim is a product
+/// with `batch` (a flattened `[batch, ...]`, batch-major, e.g. MoE router
+/// logits `[batch·seq, experts]`) keeps its first `1/batch` rows.
 pub fn batch1_references(g: &Graph, io: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>, String> {
     let mut out = HashMap::new();
     for (name, v) in &g.outputs {
@@ -100,10 +102,29 @@ pub fn batch1_references(g: &Graph, io: &HashMap<String, Tensor>) -> Result<Hash
         let rname = reference_name(name);
         if let Some(r) = io.get(&rname) {
             let batched = ty.shape.first() == Some(&Dim::sym("batch"));
-            out.insert(rname, if batched { r.slice_first(0, 1) } else { r.clone() });
+            let flat = matches!(ty.shape.first(), Some(Dim::Mul(f)) if f.contains(&Dim::sym("batch")));
+            let r1 = if batched {
+                r.slice_first(0, 1)
+            } else if flat {
+                let b = full_batch(g, io).ok_or_else(|| format!("output `{name}`: no batched input to tell the batch size"))?;
+                r.slice_first(0, r.shape[0] / b.max(1))
+            } else {
+                r.clone()
+            };
+            out.insert(rname, r1);
         }
     }
     Ok(out)
+}
+
+/// The batch size of the reference inputs (first dim of an input declared `batch`-major).
+fn full_batch(g: &Graph, io: &HashMap<String, Tensor>) -> Option<usize> {
+    g.inputs().into_iter().find_map(|(name, n)| match &g.node(n).op {
+        Op::Input { ty, .. } if ty.shape.first() == Some(&Dim::sym("batch")) => {
+            io.get(&format!("input.{name}")).or_else(|| io.get(&name)).and_then(|t| t.shape.first().copied())
+        }
+        _ => None,
+    })
 }
 
 /// Result of checking a model against a fixture.

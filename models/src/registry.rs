@@ -19,7 +19,7 @@ pub struct Family {
 
 /// Every family omnic imports.
 pub fn families() -> Vec<Family> {
-    vec![crate::dit::family(), crate::vae::family(), crate::flux::family(), crate::longcat::family(), crate::flux2::family(), crate::zimage::family(), crate::wan::family(), crate::glmimage::family(), crate::sd3::family(), crate::qwenimage::family()]
+    vec![crate::dit::family(), crate::vae::family(), crate::flux::family(), crate::longcat::family(), crate::flux2::family(), crate::zimage::family(), crate::wan::family(), crate::glmimage::family(), crate::sd3::family(), crate::qwenimage::family(), crate::qwen::qwen2_family(), crate::qwen::qwen3_family(), crate::qwen::qwen3_moe_family()]
 }
 
 /// Class names accepted in `config.json`, sorted.

@@ -12,3 +12,4 @@ mod wan;
 mod glmimage;
 mod sd3;
 mod qwenimage;
+mod qwen;
