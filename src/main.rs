@@ -24,6 +24,8 @@ enum Cmd {
     Opt(cmd::opt::Args),
     /// List every pass and the default pipelines.
     Passes(cmd::passes::Args),
+    /// Compile a model directory to a .omni artifact that `omnirt run` executes.
+    Compile(cmd::compile::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Opt(a) => cmd::opt::run(a),
         Cmd::Passes(a) => cmd::passes::run(a),
+        Cmd::Compile(a) => cmd::compile::run(a),
     };
     if let Err(e) = res {
         eprintln!("omnic: error: {e:#}");

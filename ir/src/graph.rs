@@ -69,6 +69,13 @@ pub enum Annotation {
     Block(u32),
     /// The node's (first) result plays this role.
     Role(Role),
+    /// The node belongs to dispatch region `k`: the region's nodes run as
+    /// one kernel (see [`crate::regions`] for the rules a region obeys).
+    Dispatch(u32),
+    /// Result `result` of the node is stored in buffer `id` of the stage's
+    /// memory plan (written by the `memory-plan` pass; results without one
+    /// are not materialised or are stage inputs/weights).
+    Buffer { id: u32, result: u32 },
 }
 
 impl fmt::Display for Annotation {
@@ -76,6 +83,9 @@ impl fmt::Display for Annotation {
         match self {
             Annotation::Block(i) => write!(f, "block({i})"),
             Annotation::Role(r) => write!(f, "role({})", r.name()),
+            Annotation::Dispatch(k) => write!(f, "dispatch({k})"),
+            Annotation::Buffer { id, result: 0 } => write!(f, "buffer({id})"),
+            Annotation::Buffer { id, result } => write!(f, "buffer({id}, result={result})"),
         }
     }
 }
@@ -94,6 +104,20 @@ impl Node {
     pub fn block(&self) -> Option<u32> {
         self.annotations.iter().find_map(|a| match a {
             Annotation::Block(i) => Some(*i),
+            _ => None,
+        })
+    }
+    /// The dispatch region the node belongs to, if any.
+    pub fn dispatch(&self) -> Option<u32> {
+        self.annotations.iter().find_map(|a| match a {
+            Annotation::Dispatch(k) => Some(*k),
+            _ => None,
+        })
+    }
+    /// The memory-plan buffer holding result `result`, if any.
+    pub fn buffer(&self, result: u32) -> Option<u32> {
+        self.annotations.iter().find_map(|a| match a {
+            Annotation::Buffer { id, result: r } if *r == result => Some(*id),
             _ => None,
         })
     }

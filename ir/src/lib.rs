@@ -4,10 +4,12 @@
 //! - [`op`]: the closed op set, each op's math in its doc comment;
 //! - [`graph`], [`builder`], [`program`]: dataflow graphs, stages, control;
 //! - [`verify`]: type/shape checking; [`text`]: printer and parser;
+//! - [`regions`]: dispatch regions (kernels) and their schedule; [`dot`]: Graphviz export;
 //! - [`eval`]: the reference evaluator, the semantics oracle.
 
 pub mod analysis;
 pub mod builder;
+pub mod dot;
 pub mod dtype;
 pub mod error;
 pub mod eval;
@@ -15,6 +17,7 @@ pub mod graph;
 pub mod infer;
 pub mod op;
 pub mod program;
+pub mod regions;
 pub mod shape;
 pub mod text;
 pub mod verify;

@@ -1,5 +1,6 @@
 //! The verifier: structure, operand counts, and type/shape inference of
-//! every node checked against the types it records. Errors name the op, the
+//! every node checked against the types it records; dispatch regions and
+//! buffer annotations as [`crate::regions`] says. Errors name the op, the
 //! value (with its text-form name and label) and the shapes involved.
 
 use crate::error::IrError;
@@ -92,7 +93,7 @@ pub fn verify_graph(g: &Graph) -> Result<(), IrError> {
     if g.outputs.is_empty() {
         return Err(IrError::Graph("graph has no outputs".into()));
     }
-    Ok(())
+    crate::regions::verify_regions(g)
 }
 
 /// Check every stage of a program and that the control refers to stages

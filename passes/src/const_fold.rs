@@ -98,17 +98,21 @@ impl WeightStore for ContextWeights<'_, '_> {
     }
 }
 
-/// The nodes `root` is computed from (itself included), in topological order.
-fn cone(g: &Graph, root: NodeIndex, pos: &HashMap<NodeIndex, usize>) -> Vec<NodeIndex> {
+/// The nodes `root` is computed from (itself included), operands before
+/// users. A depth-first post-order of its own, because the cone may hold
+/// sources an earlier fold of this run created (not in the graph's order).
+fn cone(g: &Graph, root: NodeIndex) -> Vec<NodeIndex> {
     let mut seen = HashSet::new();
-    let mut stack = vec![root];
-    while let Some(n) = stack.pop() {
-        if seen.insert(n) {
-            stack.extend(g.g.neighbors_directed(n, Direction::Incoming));
+    let mut out = Vec::new();
+    let mut stack = vec![(root, false)];
+    while let Some((n, operands_done)) = stack.pop() {
+        if operands_done {
+            out.push(n);
+        } else if seen.insert(n) {
+            stack.push((n, true));
+            stack.extend(g.operands(n).into_iter().filter(|v| !seen.contains(&v.node)).map(|v| (v.node, false)));
         }
     }
-    let mut out: Vec<NodeIndex> = seen.into_iter().collect();
-    out.sort_by_key(|n| pos.get(n).copied().unwrap_or(usize::MAX));
     out
 }
 
@@ -157,7 +161,6 @@ impl Pass for ConstFold {
     }
     fn run_on_graph(&self, g: &mut Graph, cx: &mut PassContext) -> Result<bool, PassError> {
         let order = g.topo_order().map_err(|e| PassError::Invalid { pass: NAME.into(), source: e })?;
-        let pos: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let has_checkpoint = cx.weights.is_some();
         let wo = weight_only_nodes(g, &order, &|name| has_checkpoint || cx.derived.contains_key(name));
 
@@ -204,7 +207,7 @@ impl Pass for ConstFold {
         let (mut derived, mut constants) = (0, 0);
         let mut touched: HashSet<NodeIndex> = HashSet::new();
         for (n, ports) in to_fold {
-            let nodes = cone(g, n, &pos);
+            let nodes = cone(g, n);
             let sub = cone_graph(g, &nodes, n, &ports);
             let label = g.node(n).label.clone();
             let results = evaluate(&sub, &HashMap::new(), &ContextWeights(cx), Precision::F64).map_err(|e| PassError::Failed {

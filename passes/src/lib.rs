@@ -19,6 +19,8 @@ pub mod canonicalize;
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod dispatch_formation;
+pub mod memory_plan;
 pub mod qkv_fusion;
 
 pub use manager::{Instrumentation, PassManager};

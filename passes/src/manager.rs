@@ -1,6 +1,6 @@
 //! `PassManager`: textual pipelines, default pipelines per optimisation
 //! level, and instrumentation (TVM/MLIR style: print before/after, timing,
-//! verify each, disable, statistics).
+//! verify each, disable, statistics, Graphviz dumps).
 
 use crate::pass::{Pass, PassContext, PassError};
 use omnic_ir::Program;
@@ -9,7 +9,15 @@ use std::time::{Duration, Instant};
 
 /// Every pass, in the order `omnic passes` lists them.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(crate::canonicalize::Canonicalize), Box::new(crate::cse::Cse), Box::new(crate::dce::Dce), Box::new(crate::qkv_fusion::QkvFusion), Box::new(crate::const_fold::ConstFold)]
+    vec![
+        Box::new(crate::canonicalize::Canonicalize),
+        Box::new(crate::cse::Cse),
+        Box::new(crate::dce::Dce),
+        Box::new(crate::qkv_fusion::QkvFusion),
+        Box::new(crate::const_fold::ConstFold),
+        Box::new(crate::dispatch_formation::DispatchFormation),
+        Box::new(crate::memory_plan::MemoryPlan),
+    ]
 }
 
 /// The default pipeline for `-O0`, `-O1`, `-O2`.
@@ -17,7 +25,7 @@ pub fn default_pipeline(level: u8) -> &'static str {
     match level {
         0 => "",
         1 => "canonicalize,const-fold,cse,dce",
-        _ => "canonicalize,cse,qkv-fusion,const-fold,cse,dce",
+        _ => "canonicalize,cse,qkv-fusion,const-fold,cse,dce,dispatch-formation,memory-plan",
     }
 }
 
@@ -37,6 +45,19 @@ pub struct Instrumentation {
     pub disabled: Vec<String>,
     /// Print per-pass statistics at the end.
     pub stats: bool,
+    /// Write the program as Graphviz ([`omnic_ir::dot::program_to_dot`])
+    /// to this file: right after the pass `dot_after` names (after each run
+    /// of it, so a pass that runs twice leaves its last run), or at the end
+    /// of the pipeline when `dot_after` is `None`.
+    pub dot: Option<std::path::PathBuf>,
+    /// The pass after which `dot` is written; it must be in the pipeline.
+    pub dot_after: Option<String>,
+}
+
+/// Write `p` as Graphviz to `path`.
+fn write_dot(path: &std::path::Path, p: &Program) -> Result<(), PassError> {
+    std::fs::write(path, omnic_ir::dot::program_to_dot(p))
+        .map_err(|e| PassError::Failed { pass: "instrumentation".into(), message: format!("writing {}: {e}", path.display()) })
 }
 
 /// A parsed pipeline.
@@ -71,6 +92,11 @@ impl PassManager {
                 passes.push(p);
             }
         }
+        if let Some(d) = &instr.dot_after {
+            if !passes.iter().any(|p| p.name() == d.as_str()) {
+                return Err(PassError::Failed { pass: d.clone(), message: format!("--dot-after names a pass that is not in the pipeline `{pipeline}`") });
+            }
+        }
         for d in instr.disabled.iter().chain(&instr.print_before).chain(&instr.print_after) {
             if !all_passes().iter().any(|p| p.name() == d) {
                 return Err(PassError::UnknownPass {
@@ -93,8 +119,12 @@ impl PassManager {
         let io = |e: std::io::Error| PassError::Failed { pass: "instrumentation".into(), message: e.to_string() };
         for pass in &self.passes {
             let name = pass.name();
+            let dot_here = self.instr.dot.as_deref().filter(|_| self.instr.dot_after.as_deref() == Some(name));
             if self.instr.disabled.iter().any(|d| d == name) {
                 runs.push(PassRun { name, time: Duration::ZERO, changed: false, skipped: true });
+                if let Some(path) = dot_here {
+                    write_dot(path, p)?;
+                }
                 continue;
             }
             if self.instr.print_before.iter().any(|d| d == name) {
@@ -114,6 +144,12 @@ impl PassManager {
                     .map_err(io)?;
             }
             runs.push(PassRun { name, time, changed, skipped: false });
+            if let Some(path) = dot_here {
+                write_dot(path, p)?;
+            }
+        }
+        if let (Some(path), None) = (&self.instr.dot, &self.instr.dot_after) {
+            write_dot(path, p)?;
         }
         if self.instr.time_passes {
             let total: Duration = runs.iter().map(|r| r.time).sum();

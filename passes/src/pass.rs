@@ -28,6 +28,9 @@ pub struct PassContext<'w> {
     pub derived: BTreeMap<String, Tensor>,
     /// Per-pass counters, e.g. `("qkv-fusion", "groups fused") → 12`.
     pub stats: BTreeMap<(String, String), i64>,
+    /// Concrete values of symbolic dims for passes that report sizes
+    /// (`memory-plan`); symbols not bound here take that pass's default.
+    pub dims: omnic_ir::shape::Bindings,
 }
 
 impl<'w> PassContext<'w> {

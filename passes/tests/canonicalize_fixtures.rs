@@ -1,17 +1,31 @@
 //! `canonicalize` on real imported programs: the DiT and FLUX fixtures
 //! (tests/fixtures/<name>). Their outputs on the fixture's own inputs must
 //! not move by more than 1e-5 (reference evaluator in f64, before and
-//! after), and the op count must not grow.
+//! after), and neither the op count nor the number of run-time ops (those
+//! that depend on a stage input; the rest `const-fold` folds) may grow.
 
 use omnic_ir::eval::{evaluate, Precision};
+use omnic_ir::{Graph, Op};
 use omnic_models::parity::{read_io, select_inputs};
 use omnic_passes::{Instrumentation, PassContext, PassManager};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 const TOL: f64 = 1e-5;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// Compute ops that depend on a stage input.
+fn runtime_ops(g: &Graph) -> usize {
+    let mut dep = HashSet::new();
+    for n in g.topo_order().unwrap() {
+        if matches!(g.node(n).op, Op::Input { .. }) || g.operands(n).iter().any(|v| dep.contains(&v.node)) {
+            dep.insert(n);
+        }
+    }
+    dep.iter().filter(|&&n| !g.node(n).op.is_source()).count()
 }
 
 /// Op counts before and after, having checked the outputs.
@@ -28,11 +42,13 @@ fn check(name: &str) -> (usize, usize) {
     assert!(cx.derived.is_empty(), "{name}: canonicalize derives no weights itself");
 
     let io = read_io(&dir.join("io.safetensors")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (mut ops_before, mut ops_after) = (0, 0);
+    let (mut ops_before, mut ops_after, mut rt_before, mut rt_after) = (0, 0, 0, 0);
     for (s0, s1) in before.stages.iter().zip(&after.stages) {
         let (g0, g1) = (&s0.graph, &s1.graph);
         ops_before += g0.op_count();
         ops_after += g1.op_count();
+        rt_before += runtime_ops(g0);
+        rt_after += runtime_ops(g1);
         let names0: Vec<&String> = g0.outputs.iter().map(|(n, _)| n).collect();
         let names1: Vec<&String> = g1.outputs.iter().map(|(n, _)| n).collect();
         assert_eq!(names0, names1, "{name}: output names changed");
@@ -47,8 +63,9 @@ fn check(name: &str) -> (usize, usize) {
             assert!(d <= TOL, "{name}: output `{out}` moved by {d:e}");
         }
     }
-    eprintln!("{name}: {ops_before} ops before canonicalize, {ops_after} after");
+    eprintln!("{name}: ops {ops_before} -> {ops_after}, run-time ops {rt_before} -> {rt_after}");
     assert!(ops_after <= ops_before, "{name}: op count grew from {ops_before} to {ops_after}");
+    assert!(rt_after <= rt_before, "{name}: run-time op count grew from {rt_before} to {rt_after}");
     (ops_before, ops_after)
 }
 

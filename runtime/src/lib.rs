@@ -4,8 +4,11 @@
 
 pub mod artifact;
 pub mod error;
+pub mod exec;
 pub mod io;
 pub mod kernels;
+pub mod rng;
+pub mod sched;
 pub mod tensor;
 
 pub use error::RtError;

@@ -1,5 +1,6 @@
 //! One module per `omnic` subcommand.
 
+pub mod compile;
 pub mod dims;
 pub mod import;
 pub mod inspect;

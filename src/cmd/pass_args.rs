@@ -35,6 +35,19 @@ pub struct PassArgs {
     /// Print per-pass statistics.
     #[arg(long)]
     pub stats: bool,
+    /// Write the IR as Graphviz to FILE: every stage, nodes labelled with
+    /// op and type, dispatch regions as clusters (render: `dot -Tsvg FILE`).
+    /// Written at the end of the pipeline, or after --dot-after.
+    #[arg(long, value_name = "FILE")]
+    pub dot: Option<std::path::PathBuf>,
+    /// Write --dot right after this pass (its last run) instead of at the end.
+    #[arg(long, value_name = "PASS", requires = "dot")]
+    pub dot_after: Option<String>,
+    /// Symbol values for size statistics (memory-plan), e.g.
+    /// `batch=1,img_seq=4096`; they override those bound from a model
+    /// directory's `io.safetensors`. Other symbols default to 64.
+    #[arg(long, value_name = "NAME=VALUE,...")]
+    pub dims: Option<String>,
 }
 
 impl PassArgs {
@@ -49,7 +62,14 @@ impl PassArgs {
             verify_each: self.verify_each,
             disabled: self.disable_pass.clone(),
             stats: self.stats,
+            dot: self.dot.clone(),
+            dot_after: self.dot_after.clone(),
         };
         Ok(PassManager::parse(&pipeline, instr)?)
+    }
+
+    /// `--dims` as bindings (empty when absent).
+    pub fn dims(&self) -> Result<omnic_ir::shape::Bindings> {
+        self.dims.as_deref().map_or_else(|| Ok(Default::default()), super::dims::parse_dims)
     }
 }

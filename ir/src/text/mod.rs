@@ -59,6 +59,7 @@
 //! type      := DTYPE '[' [dim {',' dim}] ']'       e.g. f32[batch,4,(h/2)*(w/2)]
 //! dim       := what `Dim::parse` reads: INT, NAME, + - * / and parentheses
 //! annotation:= '#block(' INT ')' | '#role(' (NAME | STRING) ')'
+//!            | '#dispatch(' INT ')' | '#buffer(' INT [',' 'result' '=' INT] ')'
 //! loc       := 'loc(' STRING ')'
 //! VALUE     := '%' [A-Za-z0-9_.]+                  (the printer writes %0, %1, …)
 //! STRING    := '"' … '"' with escapes \" \\ \n \t \r \u{hex}
@@ -78,6 +79,10 @@
 //! - Floats print as Rust's shortest round-trip `{:?}` form, so constants,
 //!   `eps`, `scale` and pad values read back bit-exact; a NaN other than
 //!   the canonical one prints its bits as `nan(0x…)`.
+//! - `#dispatch(k)` puts a node in dispatch region `k` (see
+//!   [`crate::regions`]; the verifier checks regions are convex and
+//!   ordered); `#buffer(id)` says result 0 of the node lives in memory-plan
+//!   buffer `id` (`#buffer(id, result=p)` for result `p`).
 //! - `#role(name)` reads through [`crate::graph::Role::from_name`]; a quoted
 //!   role is always `Role::Other`.
 //! - After reading a body the parser runs [`crate::verify::verify_graph`];

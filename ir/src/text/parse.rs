@@ -418,19 +418,36 @@ fn trailer(cur: &mut Cur<'_>) -> PResult<(Vec<Annotation>, Option<String>)> {
                 label = Some(cur.string("a quoted label")?);
                 cur.expect(')')?;
             }
-            _ => return Err(cur.expected("`#block(i)`, `#role(name)`, `loc(\"…\")` or end of line")),
+            _ => return Err(cur.expected("an annotation like `#block(i)`, `loc(\"…\")` or end of line")),
         }
     }
 }
 
-/// `#block(i)` or `#role(name)` / `#role("name")`.
+/// `#block(i)`, `#dispatch(k)`, `#buffer(id)` / `#buffer(id, result=p)`,
+/// or `#role(name)` / `#role("name")`.
 fn annotation(cur: &mut Cur<'_>) -> PResult<Annotation> {
     cur.expect('#')?;
-    let (kw, at) = cur.ident("`block` or `role` after `#`")?;
+    let (kw, at) = cur.ident("`block`, `dispatch`, `buffer` or `role` after `#`")?;
     let a = match kw.as_str() {
         "block" => {
             cur.expect('(')?;
             Annotation::Block(cur.u32("a block index")?)
+        }
+        "dispatch" => {
+            cur.expect('(')?;
+            Annotation::Dispatch(cur.u32("a dispatch region index")?)
+        }
+        "buffer" => {
+            cur.expect('(')?;
+            let id = cur.u32("a buffer index")?;
+            let result = if cur.eat(',') {
+                cur.keyword("result")?;
+                cur.expect('=')?;
+                cur.u32("a result index")?
+            } else {
+                0
+            };
+            Annotation::Buffer { id, result }
         }
         "role" => {
             cur.expect('(')?;
@@ -440,7 +457,7 @@ fn annotation(cur: &mut Cur<'_>) -> PResult<Annotation> {
                 Annotation::Role(Role::from_name(&cur.ident("a role name")?.0))
             }
         }
-        _ => return Err(cur.err_at(at, format!("unknown annotation `#{kw}` (expected `#block(i)` or `#role(name)`)"))),
+        _ => return Err(cur.err_at(at, format!("unknown annotation `#{kw}` (expected `#block(i)`, `#role(name)`, `#dispatch(k)` or `#buffer(id)`)"))),
     };
     cur.expect(')')?;
     Ok(a)

@@ -114,13 +114,16 @@ fn node_line(g: &Graph, names: &HashMap<NodeIndex, usize>, n: NodeIndex, out: &m
     }
 }
 
-/// `#block(i)` or `#role(name)`. A role is written bare only when reading
+/// `#block(i)`, `#dispatch(k)`, `#buffer(id[, result=p])` or `#role(name)`. A role is written bare only when reading
 /// the bare word gives the same role back; otherwise it is quoted (a quoted
 /// role always reads as `Role::Other`).
 fn annotation(a: &Annotation, out: &mut String) {
     match a {
         Annotation::Block(i) => {
             let _ = write!(out, "#block({i})");
+        }
+        Annotation::Dispatch(_) | Annotation::Buffer { .. } => {
+            let _ = write!(out, "#{a}");
         }
         Annotation::Role(r) => {
             let name = r.name();

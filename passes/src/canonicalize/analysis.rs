@@ -24,9 +24,9 @@ pub struct LeafInfo {
     /// A `param` or a constant: computations over it alone can be folded
     /// into new weights at compile time.
     pub foldable: bool,
-    /// A `param` with exactly one use in the original graph: folding a
-    /// scale into it does not duplicate a weight.
-    pub single_use_weight: bool,
+    /// A `param` or non-scalar constant with more than one use in the
+    /// original graph: folding a scale into it would duplicate it.
+    pub shared: bool,
 }
 
 /// Per-e-class facts.
@@ -40,8 +40,8 @@ pub struct Data {
     pub scalar: Option<ScalarConst>,
     /// Computable from weights and constants alone.
     pub foldable: bool,
-    /// See [`LeafInfo::single_use_weight`].
-    pub single_use_weight: bool,
+    /// Computed from a [`LeafInfo::shared`] weight or constant.
+    pub shared: bool,
 }
 
 /// The analysis state: facts about leaves (filled in before the leaves
@@ -79,7 +79,7 @@ pub fn op_data(node: &TensorLang, child: &dyn Fn(Id) -> Option<Data>) -> Data {
     let (Some(op), Some(operands)) = (node.ir_op(attr.as_ref()), operands) else { return Data::default() };
     let tys: Option<Vec<&TensorType>> = operands.iter().map(|d| d.ty.as_ref()).collect();
     let ty = tys.and_then(|tys| infer(&op, &tys).ok()).and_then(|mut v| if v.len() == 1 { v.pop() } else { None });
-    Data { ty, foldable: operands.iter().all(|d| d.foldable), ..Default::default() }
+    Data { ty, foldable: operands.iter().all(|d| d.foldable), shared: operands.iter().any(|d| d.shared), ..Default::default() }
 }
 
 impl Analysis<TensorLang> for TensorAnalysis {
@@ -91,12 +91,7 @@ impl Analysis<TensorLang> for TensorAnalysis {
         }
         if let TensorLang::Leaf(r) = enode {
             return match egraph.analysis.leaves.get(r) {
-                Some(info) => Data {
-                    ty: Some(info.ty.clone()),
-                    foldable: info.foldable,
-                    single_use_weight: info.single_use_weight,
-                    ..Default::default()
-                },
+                Some(info) => Data { ty: Some(info.ty.clone()), foldable: info.foldable, shared: info.shared, ..Default::default() },
                 None => Data::default(),
             };
         }
@@ -119,7 +114,7 @@ impl Analysis<TensorLang> for TensorAnalysis {
             a.scalar = b.scalar.clone();
         }
         a.foldable |= b.foldable;
-        a.single_use_weight |= b.single_use_weight;
+        a.shared |= b.shared;
         DidMerge(*a != before, *a != b)
     }
 }

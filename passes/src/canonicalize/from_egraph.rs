@@ -59,12 +59,7 @@ fn failed(message: String) -> PassError {
 }
 
 impl<'a> Rebuild<'a> {
-    pub fn new(
-        g: &'a mut Graph,
-        eg: &'a EG,
-        best: &'a dyn Fn(Id) -> TensorLang,
-        originals: &[(TensorLang, ValueRef)],
-    ) -> Self {
+    pub fn new(g: &'a mut Graph, eg: &'a EG, best: &'a dyn Fn(Id) -> TensorLang, originals: &[(TensorLang, ValueRef)]) -> Self {
         let mut candidates: HashMap<TensorLang, Vec<ValueRef>> = HashMap::new();
         for (enode, v) in originals {
             candidates.entry(enode.clone().map_children(|c| eg.find(c))).or_default().push(*v);

@@ -46,9 +46,9 @@ mod cost;
 mod from_egraph;
 mod lang;
 mod rules;
-mod to_egraph;
 #[cfg(test)]
 mod tests;
+mod to_egraph;
 
 use crate::pass::{Pass, PassContext, PassError};
 use cost::RuntimeCost;

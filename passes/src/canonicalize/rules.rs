@@ -25,14 +25,23 @@
 //! - `scale-scale*` (four operand orders): `(x·a)·b → x·c`, `c = a·b`
 //!   rounded to the dtype, float scalars of one dtype only;
 //! - `neg-scale*` (four forms): `-(x·a)`, `(-x)·a → x·(-a)`, float only;
+//! - `scale-through-reshape*`, `scale-through-transpose*`:
+//!   `reshape(x·a, s) → reshape(x, s)·a`, same for transpose (data
+//!   movement commutes with a scalar product), so that the scale can meet
+//!   a constant or weight further down;
+//! - `scale-into-constant*` (four operand orders): `(x·a)·k → x·(k·a)` for
+//!   a scalar `a` and a non-scalar `k` computed from weights and constants
+//!   nothing else uses (`k·a` is folded at compile time; e.g. FLUX's
+//!   `reshape(t·1000)·freqs` loses a run-time multiply);
 //! - `linear-input-scale*` (with and without bias, both operand orders):
-//!   `linear(x·c, w, b) → linear(x, w·c, b)` when `w` is a weight used
-//!   only by this linear (so folding does not duplicate a weight);
+//!   `linear(x·c, w, b) → linear(x, w·c, b)` when `w` is computed from
+//!   weights and constants nothing else uses (so folding does not
+//!   duplicate a weight);
 //!   `linear-weight-scale*` is the reverse direction, guarded only by `c`
 //!   being a scalar; the cost function picks the cheaper side;
 //! - `linear-output-scale*`: `linear(x, w)·c → linear(x, w·c)` and
-//!   `linear(x, w, b)·c → linear(x, w·c, b·c)` when `w` is a weight used
-//!   only here and `b` depends on weights and constants alone;
+//!   `linear(x, w, b)·c → linear(x, w·c, b·c)` under the same guard for
+//!   `w` and `b`;
 //! - `matmul-transposed-weight`: `matmul(x, transpose(w, [1,0])) →
 //!   linear(x, w)` (linear's `x·wᵀ`; the IR requires a float dtype);
 //! - `linear-bias-add`, `linear-bias-add-left`: `linear(x, w) + b`,
@@ -135,12 +144,10 @@ fn perm(eg: &EG, s: &Subst, v: Var) -> Option<Vec<usize>> {
     }
 }
 
-fn single_use_weight(eg: &EG, s: &Subst, v: Var) -> bool {
-    data(eg, s, v).is_some_and(|d| d.single_use_weight)
-}
-
-fn foldable(eg: &EG, s: &Subst, v: Var) -> bool {
-    data(eg, s, v).is_some_and(|d| d.foldable)
+/// Computable at compile time from weights and constants that nothing
+/// else uses, so folding a scale into it duplicates nothing.
+fn private_foldable(eg: &EG, s: &Subst, v: Var) -> bool {
+    data(eg, s, v).is_some_and(|d| d.foldable && !d.shared)
 }
 
 /// The scalar `f(a, b)` of `a`'s dtype, rounded to it, with the broadcast
@@ -164,10 +171,7 @@ fn identities() -> Result<Vec<Rule>, String> {
         ("add-zero-left", "(add ?c ?x)", 0.0),
         ("sub-zero", "(sub ?x ?c)", 0.0),
     ];
-    table
-        .into_iter()
-        .map(|(name, lhs, v)| rule(name, lhs, "?x", move |eg, s| is_value(eg, s, c, v).then(Vec::new)))
-        .collect()
+    table.into_iter().map(|(name, lhs, v)| rule(name, lhs, "?x", move |eg, s| is_value(eg, s, c, v).then(Vec::new))).collect()
 }
 
 fn movement() -> Result<Vec<Rule>, String> {
@@ -178,9 +182,7 @@ fn movement() -> Result<Vec<Rule>, String> {
             let composed: Option<Vec<usize>> = p.iter().map(|&j| q.get(j).copied()).collect();
             Some(vec![(r, TensorLang::Perm(Perm(composed?)))])
         })?,
-        rule("transpose-identity", "(transpose ?p ?x)", "?x", move |eg, s| {
-            perm(eg, s, p)?.iter().enumerate().all(|(i, &j)| i == j).then(Vec::new)
-        })?,
+        rule("transpose-identity", "(transpose ?p ?x)", "?x", move |eg, s| perm(eg, s, p)?.iter().enumerate().all(|(i, &j)| i == j).then(Vec::new))?,
         rule("reshape-compose", "(reshape ?s (reshape ?t ?x))", "(reshape ?s ?x)", always)?,
         rule("reshape-identity", "(reshape ?s ?x)", "?x", always)?,
     ])
@@ -209,14 +211,23 @@ fn scales() -> Result<Vec<Rule>, String> {
             Some(vec![(n, TensorLang::Scalar(ScalarConst::new(k.dtype, k.shape.clone(), -k.value())))])
         })?);
     }
+    for (i, lhs) in ["(reshape ?s (mul ?x ?a))", "(reshape ?s (mul ?a ?x))"].iter().enumerate() {
+        out.push(rule(&format!("scale-through-reshape-{i}"), lhs, "(mul (reshape ?s ?x) ?a)", move |eg, s| scalar(eg, s, a).map(|_| Vec::new()))?);
+    }
+    for (i, lhs) in ["(transpose ?p (mul ?x ?a))", "(transpose ?p (mul ?a ?x))"].iter().enumerate() {
+        out.push(rule(&format!("scale-through-transpose-{i}"), lhs, "(mul (transpose ?p ?x) ?a)", move |eg, s| scalar(eg, s, a).map(|_| Vec::new()))?);
+    }
+    let into_constant = move |eg: &EG, s: &Subst| (scalar(eg, s, a).is_some() && scalar(eg, s, b).is_none() && private_foldable(eg, s, b)).then(Vec::new);
+    for (i, lhs) in ["(mul (mul ?x ?a) ?b)", "(mul (mul ?a ?x) ?b)", "(mul ?b (mul ?x ?a))", "(mul ?b (mul ?a ?x))"].iter().enumerate() {
+        out.push(rule(&format!("scale-into-constant-{i}"), lhs, "(mul ?x (mul ?b ?a))", into_constant)?);
+    }
     Ok(out)
 }
 
 fn linear_scales() -> Result<Vec<Rule>, String> {
     let (c, w, b) = (var("?c")?, var("?w")?, var("?b")?);
-    let into_weight = move |eg: &EG, s: &Subst| (scalar(eg, s, c).is_some() && single_use_weight(eg, s, w)).then(Vec::new);
-    let into_weight_bias =
-        move |eg: &EG, s: &Subst| (scalar(eg, s, c).is_some() && single_use_weight(eg, s, w) && foldable(eg, s, b)).then(Vec::new);
+    let into_weight = move |eg: &EG, s: &Subst| (scalar(eg, s, c).is_some() && private_foldable(eg, s, w)).then(Vec::new);
+    let into_weight_bias = move |eg: &EG, s: &Subst| (scalar(eg, s, c).is_some() && private_foldable(eg, s, w) && private_foldable(eg, s, b)).then(Vec::new);
     let is_scalar = move |eg: &EG, s: &Subst| scalar(eg, s, c).is_some().then(Vec::new);
     Ok(vec![
         rule("linear-input-scale", "(linear (mul ?x ?c) ?w)", "(linear ?x (mul ?w ?c))", into_weight)?,
@@ -235,9 +246,7 @@ fn linear_scales() -> Result<Vec<Rule>, String> {
 fn contractions() -> Result<Vec<Rule>, String> {
     let p = var("?p")?;
     Ok(vec![
-        rule("matmul-transposed-weight", "(matmul ?x (transpose ?p ?w))", "(linear ?x ?w)", move |eg, s| {
-            (perm(eg, s, p)? == [1, 0]).then(Vec::new)
-        })?,
+        rule("matmul-transposed-weight", "(matmul ?x (transpose ?p ?w))", "(linear ?x ?w)", move |eg, s| (perm(eg, s, p)? == [1, 0]).then(Vec::new))?,
         rule("linear-bias-add", "(add (linear ?x ?w) ?b)", "(linear_b ?x ?w ?b)", always)?,
         rule("linear-bias-add-left", "(add ?b (linear ?x ?w))", "(linear_b ?x ?w ?b)", always)?,
     ])

@@ -6,12 +6,14 @@
 //! graph declares (a node that disagrees is left alone rather than
 //! trusted). Numel-1 constants become [`TensorLang::Scalar`] leaves. Roots
 //! are the modelled values the rest of the graph sees: those used by an
-//! unmodelled node or named as a stage output; the rebuild starts there.
+//! unmodelled node, named as a stage output, or carrying a role (later
+//! passes find them by it, so a replaced one hands its role on); the
+//! rebuild starts there.
 
 use super::analysis::{op_data, LeafInfo, TensorAnalysis, EG};
 use super::lang::{LeafRef, ScalarConst, TensorLang};
 use egg::Id;
-use omnic_ir::{Graph, IrError, Op, ValueRef};
+use omnic_ir::{Annotation, Graph, IrError, Op, ValueRef};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{HashMap, HashSet};
 
@@ -52,12 +54,8 @@ impl Builder<'_> {
         }
         let ty = self.g.value_type(v)?.clone();
         let op = &self.g.node(v.node).op;
-        let is_param = matches!(op, Op::Param { .. });
-        let info = LeafInfo {
-            ty,
-            foldable: is_param || matches!(op, Op::Constant(_)),
-            single_use_weight: is_param && self.g.use_count(v) == 1,
-        };
+        let foldable = matches!(op, Op::Param { .. } | Op::Constant(_));
+        let info = LeafInfo { ty, foldable, shared: foldable && self.g.use_count(v) > 1 };
         let r = leaf_ref(v);
         self.eg.analysis.leaves.insert(r, info);
         let id = self.eg.add(TensorLang::Leaf(r));
@@ -100,6 +98,10 @@ impl Builder<'_> {
     }
 }
 
+fn has_role(g: &Graph, n: NodeIndex) -> bool {
+    g.node(n).annotations.iter().any(|a| matches!(a, Annotation::Role(_)))
+}
+
 /// Build the region of `g`.
 pub fn region(g: &Graph) -> Result<Region, IrError> {
     let mut b = Builder { g, eg: EG::new(TensorAnalysis::default()), class_of: HashMap::new(), originals: Vec::new() };
@@ -115,7 +117,7 @@ pub fn region(g: &Graph) -> Result<Region, IrError> {
         .iter()
         .filter(|n| modelled.contains(n))
         .map(|&n| ValueRef::new(n, 0))
-        .filter(|v| outputs.contains(v) || g.users(v.node).iter().any(|u| !modelled.contains(u)))
+        .filter(|v| outputs.contains(v) || has_role(g, v.node) || g.users(v.node).iter().any(|u| !modelled.contains(u)))
         .collect();
     let mut egraph = b.eg;
     egraph.rebuild();

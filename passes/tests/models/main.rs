@@ -3,6 +3,8 @@
 //! every attention's Q/K/V projections end up in one fused linear, and the
 //! evaluator's outputs on the fixture's inputs do not change (≤ 1e-5).
 
+mod dispatch;
+
 use omnic_ir::{Graph, Op};
 use omnic_models::parity::{read_io, select_inputs};
 use omnic_passes::differential::max_output_diff;

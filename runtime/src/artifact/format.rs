@@ -108,8 +108,8 @@ pub struct SectionInfo {
 /// Everything that can be wrong with an artifact; each names the file.
 #[derive(Debug, Error)]
 pub enum ArtifactError {
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {err}", .path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: not an omnic artifact (it starts with {found}, an artifact with \"OMNIART\\0\")", .path.display())]
     BadMagic { path: PathBuf, found: String },
     #[error("{}: truncated: the file has {len} bytes but {what} needs {needed}", .path.display())]
@@ -191,8 +191,8 @@ fn plan_weights(weights: &[(String, HostTensor)]) -> Result<WeightsBlob<'_>, Str
         if want != Some(t.data.len()) {
             return Err(format!("weight `{name}`: {} bytes for shape {:?} of {}", t.data.len(), t.shape, t.dtype));
         }
-        if cursor % ALIGN != 0 {
-            let pad = ALIGN - cursor % ALIGN;
+        let pad = (ALIGN - cursor % ALIGN) % ALIGN;
+        if pad > 0 {
             entries.insert(format!("{PAD_PREFIX}{npad}"), serde_json::json!({"dtype": "U8", "shape": [pad], "data_offsets": [cursor, cursor + pad]}));
             npad += 1;
             pieces.push(Piece::Zeros(pad));
@@ -337,7 +337,7 @@ pub fn write_artifact(path: &Path, manifest: &Manifest, code: &[(String, Vec<u8>
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(ArtifactError::Io { path: path.to_path_buf(), source: e })
+            Err(ArtifactError::Io { path: path.to_path_buf(), err: e })
         }
     }
 }
@@ -439,7 +439,10 @@ fn show_bytes(b: &[u8]) -> String {
 
 /// Index a safetensors buffer: name → (dtype, shape, absolute byte range),
 /// padding tensors left out. `base` is the buffer's offset in its map.
-fn index_safetensors(bytes: &[u8], base: usize) -> Result<Vec<(String, Dtype, Vec<usize>, usize, usize)>, String> {
+/// A tensor found in a safetensors buffer: name, dtype, shape, byte range.
+type Indexed = (String, Dtype, Vec<usize>, usize, usize);
+
+fn index_safetensors(bytes: &[u8], base: usize) -> Result<Vec<Indexed>, String> {
     let (n, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let data = base.checked_add(8).and_then(|v| v.checked_add(n)).ok_or("header length overflows")?;
     let mut out = Vec::new();
@@ -463,7 +466,7 @@ impl Artifact {
     pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Artifact, ArtifactError> {
         let path = path.as_ref();
         let p = || path.to_path_buf();
-        let io = |e: std::io::Error| ArtifactError::Io { path: path.to_path_buf(), source: e };
+        let io = |e: std::io::Error| ArtifactError::Io { path: path.to_path_buf(), err: e };
         let corrupt = |message: String| ArtifactError::Corrupt { path: path.to_path_buf(), message };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
@@ -508,7 +511,7 @@ impl Artifact {
         }
         let body_end = b.len() - CHECKSUM_LEN;
         let stored = u32_at(b, body_end).unwrap_or(0);
-        let computed = crc32fast::hash(&b[..body_end]);
+        let computed = crc32fast::hash(b.get(..body_end).unwrap_or(&[]));
         if stored != computed {
             return Err(ArtifactError::Checksum { path: p(), stored, computed });
         }
@@ -532,10 +535,11 @@ impl Artifact {
         let mut ranges = Vec::new();
         for i in 0..count as usize {
             let e = HEADER_LEN + i * SECTION_ENTRY_LEN;
-            let (kind, name_len, off, slen, name_off) = (hdr(e), hdr(e + 4), u64_at(b, e + 8).unwrap_or(0), u64_at(b, e + 16).unwrap_or(0), u64_at(b, e + 24).unwrap_or(0));
+            let (kind, name_len, off, slen, name_off) =
+                (hdr(e), hdr(e + 4), u64_at(b, e + 8).unwrap_or(0), u64_at(b, e + 16).unwrap_or(0), u64_at(b, e + 24).unwrap_or(0));
             let kind = SectionKind::from_u32(kind).ok_or_else(|| corrupt(format!("section {i} has unknown kind {kind}")))?;
             let (ns, ne) = in_body(name_off, name_len as u64, &format!("the name of section {i}"))?;
-            let name = std::str::from_utf8(&b[ns..ne]).map_err(|_| corrupt(format!("the name of section {i} is not UTF-8")))?.to_string();
+            let name = std::str::from_utf8(b.get(ns..ne).unwrap_or(&[0xff])).map_err(|_| corrupt(format!("the name of section {i} is not UTF-8")))?.to_string();
             let (s, en) = in_body(off, slen, &format!("section {i} (`{name}`)"))?;
             ranges.push((ns, ne, format!("the name of section {i}")));
             ranges.push((s, en, format!("section {i} (`{name}`)")));
@@ -565,8 +569,9 @@ impl Artifact {
         }
         let ms = one(SectionKind::Manifest, "manifest")?;
         let ws = one(SectionKind::Weights, "weights")?;
-        let mbytes = &b[ms.offset as usize..(ms.offset + ms.len) as usize];
+        let mbytes = b.get(ms.offset as usize..(ms.offset + ms.len) as usize).unwrap_or(&[]);
         let (wstart, wend) = (ws.offset as usize, (ws.offset + ws.len) as usize);
+        let wbytes = b.get(wstart..wend).unwrap_or(&[]);
 
         // Manifest.
         let merr = |field: String, message: String| ArtifactError::Manifest { path: path.to_path_buf(), field, message };
@@ -584,7 +589,7 @@ impl Artifact {
 
         // Embedded weights.
         let mut weights = BTreeMap::new();
-        for (name, dtype, shape, start, end) in index_safetensors(&b[wstart..wend], wstart).map_err(|message| ArtifactError::Weights { path: p(), message })? {
+        for (name, dtype, shape, start, end) in index_safetensors(wbytes, wstart).map_err(|message| ArtifactError::Weights { path: p(), message })? {
             weights.insert(name, WeightEntry { dtype, shape, file: None, start, end });
         }
 
@@ -634,7 +639,8 @@ impl Artifact {
             let idx = self.external.len();
             for (name, dtype, shape, start, end) in index_safetensors(&map, 0).map_err(|e| xerr(format!("not a valid safetensors file: {e}")))? {
                 if let Some(prev) = self.weights.get(&name) {
-                    let other = prev.file.and_then(|i| self.external.get(i)).map(|x| x.path.display().to_string()).unwrap_or_else(|| "the weights section".into());
+                    let other =
+                        prev.file.and_then(|i| self.external.get(i)).map(|x| x.path.display().to_string()).unwrap_or_else(|| "the weights section".into());
                     return Err(xerr(format!("tensor `{name}` is also in {other}")));
                 }
                 self.weights.insert(name, WeightEntry { dtype, shape, file: Some(idx), start, end });

@@ -82,9 +82,8 @@ pub const KNOWN_CPU_FEATURES: &[&str] = &[
 ];
 
 #[cfg(target_arch = "aarch64")]
-pub const KNOWN_CPU_FEATURES: &[&str] = &[
-    "neon", "pmull", "fp", "fp16", "fhm", "dotprod", "i8mm", "bf16", "sve", "sve2", "crc", "lse", "rcpc", "aes", "sha2", "sha3", "rdm", "f32mm", "f64mm",
-];
+pub const KNOWN_CPU_FEATURES: &[&str] =
+    &["neon", "pmull", "fp", "fp16", "fhm", "dotprod", "i8mm", "bf16", "sve", "sve2", "crc", "lse", "rcpc", "aes", "sha2", "sha3", "rdm", "f32mm", "f64mm"];
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub const KNOWN_CPU_FEATURES: &[&str] = &[];
@@ -329,14 +328,13 @@ mod tests {
 
     #[test]
     fn triples_parse_to_arch_and_os() {
-        assert_eq!(triple_arch_os("x86_64-unknown-linux-gnu").unwrap(), ("x86_64".into(), "linux".into()));
-        assert_eq!(triple_arch_os("arm64-apple-macosx14.0").unwrap(), ("aarch64".into(), "macos".into()));
-        assert_eq!(triple_arch_os("aarch64-apple-darwin").unwrap(), ("aarch64".into(), "macos".into()));
-        assert_eq!(triple_arch_os("x86_64-pc-windows-msvc").unwrap(), ("x86_64".into(), "windows".into()));
+        assert_eq!(triple_arch_os("x86_64-unknown-linux-gnu"), Ok(("x86_64".into(), "linux".into())));
+        assert_eq!(triple_arch_os("arm64-apple-macosx14.0"), Ok(("aarch64".into(), "macos".into())));
+        assert_eq!(triple_arch_os("aarch64-apple-darwin"), Ok(("aarch64".into(), "macos".into())));
+        assert_eq!(triple_arch_os("x86_64-pc-windows-msvc"), Ok(("x86_64".into(), "windows".into())));
         assert!(triple_arch_os("").is_err());
-        assert!(triple_arch_os("x86_64-unknown-elf").unwrap_err().contains("operating system"));
-        let (a, o) = triple_arch_os(&host_triple()).unwrap();
-        assert_eq!((a.as_str(), o.as_str()), (std::env::consts::ARCH, std::env::consts::OS));
+        assert!(triple_arch_os("x86_64-unknown-elf").is_err_and(|e| e.contains("operating system")));
+        assert_eq!(triple_arch_os(&host_triple()), Ok((std::env::consts::ARCH.to_string(), std::env::consts::OS.to_string())));
     }
 
     #[test]

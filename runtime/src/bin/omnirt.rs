@@ -33,6 +33,40 @@ enum Cmd {
         #[arg(long, default_value_t = 1e-4)]
         atol: f64,
     },
+    /// Verify a .omni artifact and print its manifest: target, pipeline, weights, code objects and stage signatures.
+    Inspect {
+        /// A .omni artifact.
+        artifact: PathBuf,
+        /// Print the manifest as JSON instead.
+        #[arg(long)]
+        json: bool,
+        /// Do not check that this machine can run it (target triple, CPU features, external weights files).
+        #[arg(long)]
+        any_host: bool,
+    },
+    /// Run a .omni artifact on the inputs of a safetensors file and write its outputs (`output.<name>`).
+    Run {
+        /// A .omni artifact.
+        artifact: PathBuf,
+        /// safetensors file with the inputs (`input.<name>` or `<name>`); tensors the program does not take are ignored.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Write the outputs here as `output.<name>`.
+        #[arg(long)]
+        outputs: PathBuf,
+        /// Worker threads for the runtime kernels (0 = the number of physical cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Run this many times (each run is timed; the outputs of the last are written).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Look for external weights files in this directory.
+        #[arg(long)]
+        weights_dir: Option<PathBuf>,
+        /// Also print the inputs, the ignored tensors and the outputs.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() {
@@ -86,5 +120,167 @@ fn run(cli: Cli) -> Result<()> {
             println!("{compared} tensors within max abs {atol:e}");
             Ok(())
         }
+        Cmd::Inspect { artifact, json, any_host } => inspect(&artifact, json, any_host),
+        Cmd::Run { artifact, inputs, outputs, threads, runs, weights_dir, verbose } => {
+            run_artifact(&artifact, &inputs, &outputs, threads, runs, weights_dir, verbose)
+        }
     }
+}
+
+fn run_artifact(
+    path: &std::path::Path,
+    inputs: &std::path::Path,
+    outputs: &std::path::Path,
+    threads: usize,
+    runs: u32,
+    weights_dir: Option<PathBuf>,
+    verbose: bool,
+) -> Result<()> {
+    use omnic_runtime::artifact::dim::shape_str;
+    use omnic_runtime::exec::{ExecOptions, Executable};
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let exe = Executable::load(path, &ExecOptions { threads, weights_dir })?;
+    let stage = exe.forward_stage().to_string();
+    println!("loaded {} in {:.1} ms ({} threads)", path.display(), t0.elapsed().as_secs_f64() * 1e3, exe.threads());
+    let given = io::read_all(inputs)?;
+    if verbose {
+        for i in exe.inputs(&stage)? {
+            println!("  input   {}: {}{}", i.name, i.dtype, shape_str(&i.shape));
+        }
+        let ignored = exe.unused_inputs(&stage, given.iter().map(|(n, _)| n.as_str()))?;
+        if !ignored.is_empty() {
+            println!("  ignored {} tensor(s) of {} the program does not take: {}", ignored.len(), inputs.display(), ignored.join(", "));
+        }
+    }
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        out = exe.run(&stage, given.iter().map(|(n, t)| (n.as_str(), t)))?;
+        let label = if runs > 1 { format!("run {}/{runs}", i + 1) } else { "run".to_string() };
+        println!("{label}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+    let named: Vec<(String, omnic_runtime::HostTensor)> = out.into_iter().map(|(n, t)| (format!("output.{n}"), t)).collect();
+    if verbose {
+        for (n, t) in &named {
+            let (min, max, mean, rms) = t.stats();
+            println!("  {n:<32} {:<5} {:<18} min {min:>11.4e} max {max:>11.4e} mean {mean:>11.4e} rms {rms:>10.4e}", t.dtype.name(), format!("{:?}", t.shape));
+        }
+    }
+    if let Some(parent) = outputs.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    }
+    io::write(outputs, &named, None)?;
+    println!("wrote {} output(s) to {}", named.len(), outputs.display());
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
+    use omnic_runtime::artifact::{dim::shape_str, Artifact, OpenOptions, Step, ValueDef, WeightOrigin, WeightSource};
+    let art = Artifact::open_with(path, &OpenOptions { check_host: !any_host, ..OpenOptions::default() })?;
+    let m = art.manifest();
+    if json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    let t = &m.target;
+    println!("artifact   {} ({}, format version {})", path.display(), human_bytes(art.file_len()), art.format_version());
+    println!("compiler   {}", m.compiler);
+    let features = if t.features.is_empty() { "none".to_string() } else { t.features.join(",") };
+    println!("target     {} (target `{}`, cpu {}, features {features})", t.triple, t.name, t.cpu);
+    println!("host       {}", if any_host { "not checked" } else { "can run it" });
+    println!("pipeline   {}", m.pipeline);
+    if m.metadata.is_empty() {
+        println!("metadata   none");
+    }
+    for (i, (k, v)) in m.metadata.iter().enumerate() {
+        println!("{:<10} {k} = {v}", if i == 0 { "metadata" } else { "" });
+    }
+    let (mut emb, mut emb_bytes, mut ext, mut ext_bytes) = (0usize, 0u64, 0usize, 0u64);
+    for w in art.weights() {
+        match w.origin {
+            WeightOrigin::Embedded => (emb, emb_bytes) = (emb + 1, emb_bytes + w.nbytes as u64),
+            WeightOrigin::External(_) => (ext, ext_bytes) = (ext + 1, ext_bytes + w.nbytes as u64),
+        }
+    }
+    match &m.weights {
+        WeightSource::Embedded => println!("weights    embedded: {emb} tensors, {}", human_bytes(emb_bytes)),
+        WeightSource::External { files } => {
+            println!("weights    external: {} file(s): {}", files.len(), files.join(", "));
+            if art.external_loaded() {
+                println!("           {ext} tensors, {} in those files", human_bytes(ext_bytes));
+            }
+            println!("           embedded (derived): {emb} tensors, {}", human_bytes(emb_bytes));
+        }
+    }
+    let code: Vec<String> = art.code_objects().map(|(n, b)| format!("{n} ({})", human_bytes(b.len() as u64))).collect();
+    println!("code       {}", if code.is_empty() { "none".to_string() } else { code.join(", ") });
+    match &m.control {
+        omnic_runtime::artifact::Control::Forward { stage } => println!("control    forward: stage `{stage}`"),
+    }
+    for s in &m.stages {
+        println!("stage `{}`", s.name);
+        let sig = |id: u32| match s.value(id) {
+            Some(v) => format!("{}{}", v.dtype, shape_str(&v.shape)),
+            None => "?".to_string(),
+        };
+        for (i, id) in s.inputs.iter().enumerate() {
+            let name = match s.value(*id).map(|v| &v.def) {
+                Some(ValueDef::Input { name }) => name.as_str(),
+                _ => "?",
+            };
+            println!("  {:<9}{name}: {}", if i == 0 { "inputs" } else { "" }, sig(*id));
+        }
+        for (i, (name, id)) in s.outputs.iter().enumerate() {
+            println!("  {:<9}{name}: {}", if i == 0 { "outputs" } else { "" }, sig(*id));
+        }
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for v in &s.values {
+            let k = match v.def {
+                ValueDef::Input { .. } => "inputs",
+                ValueDef::Weight { .. } => "weights",
+                ValueDef::Constant { .. } => "constants",
+                ValueDef::Computed => "computed",
+                ValueDef::View { .. } => "views",
+            };
+            *kinds.entry(k).or_default() += 1;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("  values   {} ({})", s.values.len(), kinds.join(", "));
+        let mut kernels = 0;
+        let mut ukernels: BTreeMap<String, usize> = BTreeMap::new();
+        for st in &s.steps {
+            match st {
+                Step::Kernel { .. } => kernels += 1,
+                Step::Ukernel { op, .. } => {
+                    let name = serde_json::to_value(op).ok().and_then(|v| match v {
+                        serde_json::Value::String(s) => Some(s),
+                        serde_json::Value::Object(o) => o.keys().next().cloned(),
+                        _ => None,
+                    });
+                    *ukernels.entry(name.unwrap_or_else(|| "?".into())).or_default() += 1;
+                }
+            }
+        }
+        let nuk: usize = ukernels.values().sum();
+        let uk: Vec<String> = ukernels.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let uk = if uk.is_empty() { String::new() } else { format!(": {}", uk.join(", ")) };
+        println!("  steps    {} ({kernels} kernels, {nuk} ukernels{uk})", s.steps.len());
+    }
+    Ok(())
 }

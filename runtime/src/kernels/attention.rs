@@ -30,9 +30,9 @@ use std::cell::RefCell;
 
 const OP: &str = "attention";
 /// Queries per task.
-pub const BQ: usize = 64;
+pub const BQ: usize = 128;
 /// Keys per inner block.
-pub const BK: usize = 128;
+pub const BK: usize = 256;
 
 /// Sizes of an attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +64,12 @@ fn exp_f32(x: f32) -> f32 {
     const LO: f32 = -87.3;
     const HI: f32 = 88.7;
     const MAGIC: f32 = 12582912.0; // 1.5·2²³: adding it rounds to an integer
-    let xc = if x < LO {
-        LO
-    } else if x > HI {
-        HI
-    } else {
-        x
-    };
-    let n = (xc * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let xc = x.clamp(LO, HI); // NaN stays NaN
+    let t = xc * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    // t's low mantissa bits hold n (|n| ≤ 128): integer ops that vectorise,
+    // unlike a saturating `n as i32`.
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -80,12 +78,49 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let pow2 = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
     if x < LO {
         0.0
     } else {
         e * pow2
     }
+}
+
+/// Lanes of the partial reductions below (independent accumulators let
+/// the compiler vectorise f32 reductions it may not reassociate).
+const LANES: usize = 16;
+
+/// Row maximum (NaN ignored, −inf for an empty or all −inf row).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut it = row.chunks_exact(LANES);
+    for c in &mut it {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    let tail = it.remainder().iter().fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
+    acc.iter().fold(tail, |a, &x| if x > a { x } else { a })
+}
+
+/// `row ← exp(row − m)`, returning the sum of the new values.
+#[inline(always)]
+fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut it = row.chunks_exact_mut(LANES);
+    for c in &mut it {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *x = exp_f32(*x - m);
+            *a += *x;
+        }
+    }
+    let mut tail = 0.0;
+    for x in it.into_remainder() {
+        *x = exp_f32(*x - m);
+        tail += *x;
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Attention into `out [B, H, Sq, Dv]` (row-major slices throughout).
@@ -177,7 +212,7 @@ struct Block<'a> {
 
 impl Block<'_> {
     fn run(&self, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], scratch: &mut Vec<f32>) -> Result<(), KernelError> {
-        let Block { i0, br, sq, sk, d, dv, scale, causal, mask } = *self;
+        let Block { i0, br, sq, sk, d, dv, causal, .. } = *self;
         o.fill(0.0);
         // Keys visible to the block's last row (causal): j ≤ i + sk − sq.
         let kend = if causal { (i0 + br + sk).saturating_sub(sq).min(sk) } else { sk };
@@ -192,51 +227,20 @@ impl Block<'_> {
         let (m, l) = ml.split_at_mut(br);
         m[..br].fill(f32::NEG_INFINITY);
         l[..br].fill(0.0);
-        let qm = MatRef::row_major(q, br, d);
         let mut kb = 0;
         while kb < kend {
             let bc = BK.min(kend - kb);
-            let s = &mut s[..br * bc];
+            // Causal: rows r < r0 see none of this block's keys (row i sees
+            // key kb iff i ≥ kb + sq − sk); they are left out entirely.
+            let r0 = if causal { (kb + sq).saturating_sub(sk + i0).min(br) } else { 0 };
+            let nr = br - r0;
+            let s = &mut s[..nr * bc];
             let kblk = MatRef::row_major(&k[kb * d..(kb + bc) * d], bc, d).t();
-            gemm_in(MatMut::row_major(s, br, bc), qm, kblk, Epilogue::None, 1)?;
-            for r in 0..br {
-                let i = i0 + r;
-                let row = &mut s[r * bc..(r + 1) * bc];
-                match mask {
-                    Some((mk, [si, sj])) => {
-                        let base = i * si + kb * sj;
-                        for (j, x) in row.iter_mut().enumerate() {
-                            *x = *x * scale + mk[base + j * sj];
-                        }
-                    }
-                    None => row.iter_mut().for_each(|x| *x *= scale),
-                }
-                if causal {
-                    // Keys j > i + sk − sq are masked: local index ≥ lim.
-                    let lim = (i + sk + 1).saturating_sub(sq).saturating_sub(kb).min(bc);
-                    row[lim..].fill(f32::NEG_INFINITY);
-                }
-                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let m_new = m[r].max(mx);
-                let orow = &mut o[r * dv..(r + 1) * dv];
-                if m_new == f32::NEG_INFINITY {
-                    row.fill(0.0);
-                    continue;
-                }
-                let mut sum = 0.0f32;
-                for x in row.iter_mut() {
-                    *x = exp_f32(*x - m_new);
-                    sum += *x;
-                }
-                let corr = exp_f32(m[r] - m_new);
-                if corr != 1.0 {
-                    orow.iter_mut().for_each(|x| *x *= corr);
-                }
-                l[r] = l[r] * corr + sum;
-                m[r] = m_new;
-            }
+            gemm_in(MatMut::row_major(s, nr, bc), MatRef::row_major(&q[r0 * d..], nr, d), kblk, Epilogue::None, 1)?;
+            let orows = &mut o[r0 * dv..];
+            self.softmax_rows(kb, bc, r0, s, &mut m[r0..], &mut l[r0..], orows);
             let vblk = MatRef::row_major(&v[kb * dv..(kb + bc) * dv], bc, dv);
-            gemm_in(MatMut::row_major(o, br, dv), MatRef::row_major(s, br, bc), vblk, Epilogue::Accumulate, 1)?;
+            gemm_in(MatMut::row_major(orows, nr, dv), MatRef::row_major(s, nr, bc), vblk, Epilogue::Accumulate, 1)?;
             kb += bc;
         }
         for r in 0..br {
@@ -244,6 +248,80 @@ impl Block<'_> {
             o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= inv);
         }
         Ok(())
+    }
+
+    /// Scale, mask and causal-mask the scores `s [br − r0, bc]` of rows
+    /// `r0..br` and key block `kb` (`m`, `l`, `o` start at row `r0`), then the online-softmax update: `s ← exp(s − m_new)`,
+    /// `l ← l·corr + Σs`, `o ← o·corr`, `m ← m_new` per row. Compiled for
+    /// AVX-512 / AVX2+FMA when the CPU has them (chosen at run time).
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_rows(&self, kb: usize, bc: usize, r0: usize, s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports the enabled features (just checked).
+                return unsafe { self.softmax_rows_avx512(kb, bc, r0, s, m, l, o) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: as above.
+                return unsafe { self.softmax_rows_avx2(kb, bc, r0, s, m, l, o) };
+            }
+        }
+        self.softmax_rows_impl(kb, bc, r0, s, m, l, o)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn softmax_rows_avx512(&self, kb: usize, bc: usize, r0: usize, s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
+        self.softmax_rows_impl(kb, bc, r0, s, m, l, o)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn softmax_rows_avx2(&self, kb: usize, bc: usize, r0: usize, s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
+        self.softmax_rows_impl(kb, bc, r0, s, m, l, o)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_rows_impl(&self, kb: usize, bc: usize, r0: usize, s: &mut [f32], m: &mut [f32], l: &mut [f32], o: &mut [f32]) {
+        let Block { i0, br, sq, sk, dv, scale, causal, mask, .. } = *self;
+        for r in 0..br - r0 {
+            let i = i0 + r0 + r;
+            let row = &mut s[r * bc..(r + 1) * bc];
+            match mask {
+                Some((mk, [si, 0])) => {
+                    let add = mk[i * si];
+                    row.iter_mut().for_each(|x| *x = *x * scale + add);
+                }
+                Some((mk, [si, _])) => {
+                    let base = i * si + kb;
+                    row.iter_mut().zip(&mk[base..base + bc]).for_each(|(x, a)| *x = *x * scale + a);
+                }
+                None => row.iter_mut().for_each(|x| *x *= scale),
+            }
+            if causal {
+                // Keys j > i + sk − sq are masked: local index ≥ lim.
+                let lim = (i + sk + 1).saturating_sub(sq).saturating_sub(kb).min(bc);
+                row[lim..].fill(f32::NEG_INFINITY);
+            }
+            let mx = row_max(row);
+            let m_new = m[r].max(mx);
+            let orow = &mut o[r * dv..(r + 1) * dv];
+            if m_new == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let sum = exp_sub_sum(row, m_new);
+            let corr = exp_f32(m[r] - m_new);
+            if corr != 1.0 {
+                orow.iter_mut().for_each(|x| *x *= corr);
+            }
+            l[r] = l[r] * corr + sum;
+            m[r] = m_new;
+        }
     }
 }
 
@@ -361,6 +439,9 @@ mod tests {
         check(dims(1, 2, 1, 9, 9, 8, 8), None, 0, None, true, 7); // square
         check(dims(2, 2, 2, 5, 150, 16, 12), None, 0, None, true, 8); // Sq < Sk (KV cache)
         check(dims(1, 1, 1, 1, 300, 16, 16), None, 0, None, true, 9); // decode step
+                                                                      // Several query and key blocks: rows skipping whole key blocks.
+        check(dims(1, 2, 1, BQ + 40, 2 * BK + 50, 16, 16), None, 0, None, true, 20);
+        check(dims(1, 1, 1, 2 * BQ + 5, 2 * BQ + 5, 8, 8), Some(&[2 * BQ + 5, 2 * BQ + 5]), 7, None, true, 21);
         // Sq > Sk: the first Sq − Sk rows see nothing and must be zero.
         let dm = dims(1, 1, 1, 12, 5, 8, 8);
         check(dm, None, 0, None, true, 10);

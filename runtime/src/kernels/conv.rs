@@ -153,13 +153,7 @@ pub fn conv(
     if y.is_empty() {
         return Ok(());
     }
-    threads::run(OP, threads, |t| {
-        if g.cin_g() == 1 && !g.pointwise() {
-            direct(&g, x, w, bias, y, t)
-        } else {
-            im2col_gemm(&g, x, w, bias, y, scratch, t)
-        }
-    })?
+    threads::run(OP, threads, |t| if g.cin_g() == 1 && !g.pointwise() { direct(&g, x, w, bias, y, t) } else { im2col_gemm(&g, x, w, bias, y, scratch, t) })?
 }
 
 /// Scratch floats [`conv`] will use for these shapes (0 on the direct and
@@ -386,7 +380,8 @@ mod tests {
         check(&[1, 3, 15, 12], &[4, 3, 3, 5], &[3, 2], &[2, 3], &[2, 1], 1, true, 6);
         check(&[1, 2, 9, 9], &[3, 2, 3, 3], &[1, 1], &[4, 4], &[3, 3], 1, false, 7); // padding ≥ kernel span
         check(&[1, 4, 10, 10], &[8, 4, 1, 1], &[2, 2], &[0, 0], &[1, 1], 1, true, 8); // strided 1×1
-        check(&[1, 2, 5, 5], &[3, 2, 2, 2], &[1, 1], &[1, 1], &[1, 1], 1, true, 9); // even kernel, padded
+        check(&[1, 2, 5, 5], &[3, 2, 2, 2], &[1, 1], &[1, 1], &[1, 1], 1, true, 9);
+        // even kernel, padded
     }
 
     #[test]
@@ -395,7 +390,8 @@ mod tests {
         check(&[1, 8, 7, 7], &[8, 2, 3, 3], &[1, 1], &[1, 1], &[2, 2], 4, true, 11);
         check(&[2, 5, 9, 11], &[5, 1, 3, 3], &[1, 1], &[1, 1], &[1, 1], 5, true, 12); // depthwise
         check(&[1, 3, 10, 9], &[6, 1, 5, 3], &[2, 3], &[2, 1], &[1, 2], 3, false, 13); // depthwise ×2, strided
-        check(&[1, 4, 6, 6], &[4, 1, 1, 1], &[1, 1], &[0, 0], &[1, 1], 4, true, 14); // depthwise 1×1 (pointwise path)
+        check(&[1, 4, 6, 6], &[4, 1, 1, 1], &[1, 1], &[0, 0], &[1, 1], 4, true, 14);
+        // depthwise 1×1 (pointwise path)
     }
 
     #[test]

@@ -404,11 +404,11 @@ mod tests {
         let cases: &[(&[usize], &[usize], &[usize])] = &[
             (&[2, 3, 5, 7], &[2, 3, 7, 4], &[2, 3]),
             (&[2, 1, 5, 7], &[1, 3, 7, 4], &[2, 3]),
-            (&[4, 9, 7], &[7, 11], &[4]),   // shared B: folded into one GEMM
+            (&[4, 9, 7], &[7, 11], &[4]),       // shared B: folded into one GEMM
             (&[9, 7], &[3, 2, 7, 11], &[3, 2]), // broadcast A
-            (&[6, 1, 1], &[6, 1, 3], &[6]), // M = K = 1
-            (&[5, 3, 0], &[5, 0, 2], &[5]), // K = 0
-            (&[40, 3, 8], &[40, 8, 5], &[40]), // many small: split over batch
+            (&[6, 1, 1], &[6, 1, 3], &[6]),     // M = K = 1
+            (&[5, 3, 0], &[5, 0, 2], &[5]),     // K = 0
+            (&[40, 3, 8], &[40, 8, 5], &[40]),  // many small: split over batch
         ];
         for &(ash, bsh, batch) in cases {
             let (ra, rb) = (ash.len(), bsh.len());

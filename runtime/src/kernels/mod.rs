@@ -207,7 +207,7 @@ pub(crate) mod testutil {
         for i in 0..got.len() {
             let err = (got[i] as f64 - want[i]).abs();
             let tol = rtol * (mag[i] + want[i].abs()) + 1e-30;
-            if !(err <= tol) {
+            if err.is_nan() || err > tol {
                 panic!("{ctx}: element {i}: got {} want {} (|err| {err:e}, tol {tol:e})", got[i], want[i]);
             }
         }

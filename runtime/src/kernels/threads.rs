@@ -62,7 +62,8 @@ pub fn resolve(threads: usize) -> usize {
 }
 
 fn pool(op: &'static str, threads: usize) -> Result<Arc<rayon::ThreadPool>, KernelError> {
-    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>> = OnceLock::new();
+    type Pools = Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().map_err(|_| KernelError::new(op, "thread pool cache poisoned"))?;
     if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
@@ -102,16 +103,6 @@ pub(crate) fn for_each_chunk<T: Send>(
         data.chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c))
     } else {
         data.par_chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c))
-    }
-}
-
-/// Calls `f(i)` for `i in 0..n`, in parallel when `threads > 1`; stops at
-/// (and returns) an error. Must be called inside [`run`].
-pub(crate) fn for_each_index(threads: usize, n: usize, f: impl Fn(usize) -> Result<(), KernelError> + Sync + Send) -> Result<(), KernelError> {
-    if threads <= 1 || n <= 1 {
-        (0..n).try_for_each(f)
-    } else {
-        (0..n).into_par_iter().try_for_each(f)
     }
 }
 

@@ -65,7 +65,7 @@ pub fn topk(x: &[f32], n: usize, k: usize, values: &mut [f32], indices: &mut [i6
             Err(KernelError::new(OP, format!("{} values / {} indices for k = {k}", values.len(), indices.len())))
         };
     }
-    if x.len() % n != 0 || values.len() != x.len() / n * k || indices.len() != values.len() {
+    if !x.len().is_multiple_of(n) || values.len() != x.len() / n * k || indices.len() != values.len() {
         return Err(KernelError::new(OP, format!("input {} elements (rows of {n}), {} values, {} indices, k = {k}", x.len(), values.len(), indices.len())));
     }
     let rows = x.len() / n;

@@ -14,6 +14,12 @@
 //!   and rounds each partial product to float32.
 //! * beta schedules and zero-terminal-SNR rescaling as `DDIMScheduler` /
 //!   `DPMSolverMultistepScheduler` build them (float32 tensors).
+//!
+//! One thing is not reproduced: torch's CPU float32 `sqrt` (MKL VML in the
+//! reference build) is not always correctly rounded (about 1% of random
+//! inputs come out 1 ulp away from IEEE `sqrt`); the runtime uses the IEEE
+//! square root, so schedules that take square roots of whole arrays
+//! (`rescale_betas_zero_snr`) or step coefficients can differ by 1 ulp.
 
 use super::config::ConfigReader;
 use super::SchedError;
@@ -29,7 +35,8 @@ pub fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let div = (num - 1) as f64;
     let delta = stop - start;
     let step = delta / div;
-    let mut y: Vec<f64> = if step == 0.0 { (0..num).map(|i| (i as f64 / div) * delta + start).collect() } else { (0..num).map(|i| i as f64 * step + start).collect() };
+    let mut y: Vec<f64> =
+        if step == 0.0 { (0..num).map(|i| (i as f64 / div) * delta + start).collect() } else { (0..num).map(|i| i as f64 * step + start).collect() };
     y[num - 1] = stop;
     y
 }
@@ -37,7 +44,7 @@ pub fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 /// `numpy.arange(start, stop, step)` with a float step, float64.
 pub fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len > 0.0) {
+    if len.is_nan() || len <= 0.0 {
         return Vec::new();
     }
     let len = len as usize;

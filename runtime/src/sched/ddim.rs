@@ -66,11 +66,15 @@ impl DdimConfig {
                 return Err(c.err("trained_betas", format!("has {} values but num_train_timesteps is {num_train_timesteps}", b.len())));
             }
         }
+        let clip_sample_range = c.f64_or("clip_sample_range", d.clip_sample_range)?;
+        if clip_sample_range.is_nan() || clip_sample_range < 0.0 {
+            return Err(c.err("clip_sample_range", format!("must be a non-negative number, got {clip_sample_range}")));
+        }
         Ok(DdimConfig {
             num_train_timesteps,
             betas,
             clip_sample: c.bool_or("clip_sample", d.clip_sample)?,
-            clip_sample_range: c.f64_or("clip_sample_range", d.clip_sample_range)?,
+            clip_sample_range,
             set_alpha_to_one: c.bool_or("set_alpha_to_one", d.set_alpha_to_one)?,
             steps_offset: c.i64_or("steps_offset", d.steps_offset)?,
             prediction_type: PredictionType::from_config(c, &["epsilon", "sample", "v_prediction"])?,

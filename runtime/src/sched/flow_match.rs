@@ -315,9 +315,8 @@ impl Scheduler for FlowMatchEulerDiscreteScheduler {
 
     fn dynamic_shift_mu(&self, image_seq_len: usize) -> Option<f64> {
         let c = &self.config;
-        c.use_dynamic_shifting.then(|| {
-            calculate_shift(image_seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift.unwrap_or(0.5), c.max_shift.unwrap_or(1.15))
-        })
+        c.use_dynamic_shifting
+            .then(|| calculate_shift(image_seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift.unwrap_or(0.5), c.max_shift.unwrap_or(1.15)))
     }
 
     fn step(&mut self, model_output: &[f32], sample: &[f32], prev_sample: &mut [f32]) -> Result<(), SchedError> {

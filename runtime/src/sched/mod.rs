@@ -183,13 +183,7 @@ pub fn from_config_value(value: &Value, source: &str) -> Result<Box<dyn Schedule
         "FlowMatchEulerDiscreteScheduler" => Box::new(FlowMatchEulerDiscreteScheduler::new(FlowMatchConfig::from_reader(&c)?)?),
         "DDIMScheduler" => Box::new(DdimScheduler::new(DdimConfig::from_reader(&c)?)),
         "DPMSolverMultistepScheduler" => Box::new(DpmSolverMultistepScheduler::new(DpmSolverConfig::from_reader(&c)?)),
-        other => {
-            return Err(SchedError::UnknownClass {
-                source_name: source.to_string(),
-                class: other.to_string(),
-                supported: SUPPORTED_CLASSES.join(", "),
-            })
-        }
+        other => return Err(SchedError::UnknownClass { source_name: source.to_string(), class: other.to_string(), supported: SUPPORTED_CLASSES.join(", ") }),
     })
 }
 

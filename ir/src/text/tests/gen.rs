@@ -1,10 +1,11 @@
 //! A random graph generator for round-trip and fuzz tests: builds valid
 //! graphs through [`Builder`] that use every op variant, symbolic dims and
-//! dim expressions, multi-result ops, special float values, annotations and
+//! dim expressions, multi-result ops, special float values, annotations
+//! (blocks, roles, single-node dispatch regions, buffers) and
 //! labels that need escaping. Seeds are fixed, so failures reproduce.
 
 use crate::dtype::DType;
-use crate::graph::{Graph, Role, ValueRef};
+use crate::graph::{Annotation, Graph, Role, ValueRef};
 use crate::op::{BinaryOp, CmpOp, Literal, ReduceOp, UnaryOp};
 use crate::program::{Control, Program, Stage};
 use crate::shape::{Dim, Shape};
@@ -97,11 +98,12 @@ pub(super) struct Gen {
     b: Builder,
     pool: Vec<ValueRef>,
     names: usize,
+    regions: u32,
 }
 
 impl Gen {
     pub fn new(seed: u64) -> Self {
-        Gen { rng: StdRng::seed_from_u64(seed), b: Builder::new(), pool: Vec::new(), names: 0 }
+        Gen { rng: StdRng::seed_from_u64(seed), b: Builder::new(), pool: Vec::new(), names: 0, regions: 0 }
     }
 
     fn unique(&mut self, prefix: &str) -> String {
@@ -211,6 +213,21 @@ impl Gen {
                 ];
                 let r = roles.choose(&mut self.rng).cloned().unwrap_or(Role::ResidualIn);
                 self.b.annotate(v, r);
+            }
+        }
+        if let Some(&v) = out.first() {
+            // Regions of one node are always valid (convex, orderable);
+            // multi-node regions are covered by hand-written tests.
+            let node = self.b.graph.node(v.node);
+            let results = node.outputs.len() as u32;
+            if !node.op.is_source() && self.rng.random_bool(0.2) {
+                self.regions += 1;
+                let k = self.regions;
+                self.b.graph.node_mut(v.node).annotations.push(Annotation::Dispatch(k));
+            }
+            if self.rng.random_bool(0.1) {
+                let (id, result) = (self.rng.random_range(0..8), self.rng.random_range(0..results));
+                self.b.graph.node_mut(v.node).annotations.push(Annotation::Buffer { id, result });
             }
         }
         self.pool.extend(out);

@@ -55,6 +55,17 @@ fn generated_graphs_round_trip_and_cover_every_op() {
         assert_same(&g, &back);
         assert_eq!(back.to_string(), text, "Display is the printer");
         seen.extend(g.g.node_weights().map(|n| n.op.mnemonic()));
+        for a in g.g.node_weights().flat_map(|n| &n.annotations) {
+            seen.insert(match a {
+                crate::graph::Annotation::Dispatch(_) => "#dispatch",
+                crate::graph::Annotation::Buffer { result: 0, .. } => "#buffer",
+                crate::graph::Annotation::Buffer { .. } => "#buffer(result=p)",
+                _ => "#other",
+            });
+        }
+    }
+    for a in ["#dispatch", "#buffer", "#buffer(result=p)"] {
+        assert!(seen.contains(a), "generator never emitted {a}");
     }
     let missing: Vec<_> = all_mnemonics().into_iter().filter(|m| !seen.contains(m)).collect();
     assert!(missing.is_empty(), "generator never emitted {missing:?}");
