@@ -14,7 +14,7 @@ pub struct RawConfig {
 impl RawConfig {
     /// Read and parse a JSON file; syntax errors report line and column.
     pub fn read(path: &Path) -> Result<RawConfig, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io { path: path.to_path_buf(), err: e })?;
         let value = serde_json::from_str(&text).map_err(|e| LoadError::BadJson {
             path: path.to_path_buf(),
             line: e.line(),

@@ -21,8 +21,8 @@ pub enum LoadError {
     ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor `{name}` in {path} has unsupported dtype {dtype} (supported: F32, F16, BF16)")]
     UnsupportedDtype { name: String, path: PathBuf, dtype: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Runtime(#[from] omnic_runtime::RtError),
 }

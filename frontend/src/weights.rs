@@ -30,7 +30,7 @@ impl Checkpoint {
     /// Open the weights of `dir`: the shards listed by a
     /// `*.safetensors.index.json`, else every `*.safetensors` file.
     pub fn open(dir: &Path) -> Result<Checkpoint, LoadError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io { path: dir.to_path_buf(), source: e })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io { path: dir.to_path_buf(), err: e })?;
         let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         let mut files = Vec::new();

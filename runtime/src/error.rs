@@ -5,8 +5,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RtError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a valid safetensors file: {message}")]
     BadSafetensors { path: PathBuf, message: String },
     #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
@@ -17,6 +17,6 @@ pub enum RtError {
 
 impl RtError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RtError::Io { path: path.into(), source }
+        RtError::Io { path: path.into(), err: source }
     }
 }

@@ -2,6 +2,7 @@
 //! fixture (tests/fixtures/<name>, produced by the real libraries).
 
 mod common;
+mod formats;
 mod dit;
 mod vae;
 mod flux;

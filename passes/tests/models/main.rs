@@ -4,6 +4,7 @@
 //! evaluator's outputs on the fixture's inputs do not change (≤ 1e-5).
 
 mod dispatch;
+mod every_fixture;
 
 use omnic_ir::{Graph, Op};
 use omnic_models::parity::{read_io, select_inputs};

@@ -26,8 +26,20 @@ impl DimExpr {
         Ok(match self {
             DimExpr::Const(v) => *v,
             DimExpr::Sym(s) => *b.get(s).ok_or_else(|| format!("symbol `{s}` is not bound"))?,
-            DimExpr::Add(ts) => ts.iter().map(|t| t.eval(b)).sum::<Result<i64, _>>()?,
-            DimExpr::Mul(ts) => ts.iter().map(|t| t.eval(b)).product::<Result<i64, _>>()?,
+            DimExpr::Add(ts) => {
+                let mut acc = 0i64;
+                for t in ts {
+                    acc = acc.checked_add(t.eval(b)?).ok_or_else(|| format!("`{self}` overflows"))?;
+                }
+                acc
+            }
+            DimExpr::Mul(ts) => {
+                let mut acc = 1i64;
+                for t in ts {
+                    acc = acc.checked_mul(t.eval(b)?).ok_or_else(|| format!("`{self}` overflows"))?;
+                }
+                acc
+            }
             DimExpr::Div(x, d) => {
                 let v = x.eval(b)?;
                 if *d <= 0 || v % d != 0 {
