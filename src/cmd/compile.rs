@@ -161,7 +161,7 @@ pub fn run(a: Args) -> Result<()> {
     let steps: usize = manifest.stages.iter().map(|s| s.steps.len()).sum();
     let tm = &compiled.object.timings;
     let line = format!(
-        "compiled {} ({}) to {} in {:.0} ms: {} kernels, {steps} steps, {} weights; artifact {}",
+        "compiled {} ({}) to {} in {:.0} ms: {} kernels, {steps} steps, {} weights embedded; artifact {}",
         a.dir.display(),
         imp.dir.class,
         out.display(),
