@@ -2,4 +2,5 @@
 //! MLIR/LLVM costs ~200 MB, so integration tests share this one).
 
 mod cli;
+mod e2e;
 mod runtime_independence;

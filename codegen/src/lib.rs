@@ -1,45 +1,56 @@
 //! omnic code generation: target plugins that lower IR stages through MLIR
-//! (built with melior) and LLVM (through inkwell) to runnable code.
+//! (built as text, parsed and lowered with melior) and LLVM (through
+//! inkwell) to runnable code.
 //!
-//! - [`Target`]: the plugin interface; [`target`] looks one up by name
-//!   ([`TARGETS`] lists them);
-//! - [`cpu`]: the host CPU target. It currently handles stages made of
-//!   elementwise ops on static f32 shapes: the whole stage becomes one fused
-//!   `linalg.generic` per output shape, lowered to loops and the LLVM dialect,
-//!   and can be JIT-run ([`cpu::JitKernel`]) or printed as MLIR / LLVM IR;
+//! - [`schedule`]: an IR stage → the runtime's [`StageSchedule`]: generated
+//!   kernels, runtime ukernels (linear, matmul, attention, conv, topk) and
+//!   views (reshape), with kernels shared by structure ([`KernelCache`]);
+//! - [`partition`]: the steps of a stage from its dispatch regions;
+//! - [`cpu`]: the host CPU target: [`cpu::lower`] turns a kernel (a set of
+//!   IR nodes) into an MLIR function with the kernel ABI documented there,
+//!   [`cpu::aot`] compiles all kernels of a program into one shared object;
 //! - [`mlir`]: the shared MLIR plumbing: the one context factory (all
 //!   dialects, translations and passes registered), diagnostics capture,
 //!   verification, pass pipelines, LLVM IR translation and the JIT engine.
 //!
 //! Every module built here is verified before it is lowered, and every
 //! failure on user input is a [`CodegenError`] naming the op at fault.
+//!
+//! [`StageSchedule`]: omnic_runtime::artifact::manifest::StageSchedule
 
 pub mod cpu;
 pub mod error;
 pub mod mlir;
+pub mod partition;
+pub mod schedule;
 
+pub use cpu::aot::{AotOptions, SharedObject};
 pub use error::{CodegenError, Result};
+pub use schedule::{schedule_program, schedule_stage, KernelCache, KernelSource, ProgramSchedule};
 
-use omnic_ir::{DType, Stage};
+use omnic_ir::Program;
 
-/// What a lowering can print (`omnic --emit mlir|llvm-dialect|llvm`).
+/// What a lowering can print (`omnic --emit mlir|llvm-dialect|llvm|asm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emit {
-    /// The module as built: `func.func` on tensors, `linalg.generic`, `arith`, `math`.
+    /// The kernel as built: `func.func` on tensors, `linalg`, `tensor`, `arith`, `math`.
     Mlir,
-    /// The module after the lowering pipeline, in the LLVM dialect.
+    /// The kernel after the lowering pipeline, in the LLVM dialect.
     LlvmDialect,
-    /// LLVM IR text, translated from the LLVM dialect.
+    /// Optimised LLVM IR.
     Llvm,
+    /// Assembly for the target CPU.
+    Asm,
 }
 
 impl Emit {
-    pub const ALL: [Emit; 3] = [Emit::Mlir, Emit::LlvmDialect, Emit::Llvm];
+    pub const ALL: [Emit; 4] = [Emit::Mlir, Emit::LlvmDialect, Emit::Llvm, Emit::Asm];
     pub fn name(self) -> &'static str {
         match self {
             Emit::Mlir => "mlir",
             Emit::LlvmDialect => "llvm-dialect",
             Emit::Llvm => "llvm",
+            Emit::Asm => "asm",
         }
     }
     pub fn from_name(s: &str) -> Option<Emit> {
@@ -47,68 +58,20 @@ impl Emit {
     }
 }
 
-/// Whether a kernel argument is a stage input or a weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArgKind {
-    Input,
-    Param,
-}
-
-/// One tensor argument or result of a compiled kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub kind: ArgKind,
-    pub dtype: DType,
-    pub shape: Vec<usize>,
-}
-
-impl TensorSpec {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
-/// The calling convention of a compiled stage: the kernel `name` (the
-/// `func.func` symbol; the C entry point is `_mlir_ciface_<name>`), its
-/// arguments (stage inputs in node order, then weights) and its results
-/// (the stage outputs in order).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelSignature {
-    pub name: String,
-    pub args: Vec<TensorSpec>,
-    pub results: Vec<TensorSpec>,
-}
-
-/// A stage lowered by a target: its signature and the code at each level.
+/// A program compiled by a target: its schedules and one code object.
 #[derive(Clone, Debug)]
-pub struct LoweredStage {
-    pub target: &'static str,
-    pub signature: KernelSignature,
-    /// The MLIR module as built (tensor level).
-    pub mlir: String,
-    /// The module after the lowering pipeline (LLVM dialect).
-    pub llvm_dialect: String,
-    /// LLVM IR text.
-    pub llvm_ir: String,
-}
-
-impl LoweredStage {
-    pub fn emit(&self, what: Emit) -> &str {
-        match what {
-            Emit::Mlir => &self.mlir,
-            Emit::LlvmDialect => &self.llvm_dialect,
-            Emit::Llvm => &self.llvm_ir,
-        }
-    }
+pub struct CompiledProgram {
+    pub schedule: ProgramSchedule,
+    pub object: SharedObject,
 }
 
 /// A code generation target.
 pub trait Target {
     /// The name it is registered under (`--target NAME`).
     fn name(&self) -> &'static str;
-    /// Lower one stage to code. Errors name the first op the target cannot handle.
-    fn lower(&self, stage: &Stage) -> Result<LoweredStage>;
+    /// Schedule every stage of `program` and compile its kernels. Errors
+    /// name the first op the target cannot handle.
+    fn compile(&self, program: &Program, opts: &AotOptions) -> Result<CompiledProgram>;
 }
 
 /// Names of the registered targets.

@@ -33,10 +33,17 @@ impl MlirContext {
     /// (contexts are short-lived and one per kernel; a thread pool each would
     /// cost more than it gives), diagnostics captured for error messages.
     pub fn new() -> Self {
+        Self::with_threading(false)
+    }
+
+    /// As [`MlirContext::new`], with MLIR's thread pool on or off (on pays
+    /// off for modules with many functions: pass pipelines run per function
+    /// in parallel).
+    pub fn with_threading(threading: bool) -> Self {
         register_all_passes();
         let registry = DialectRegistry::new();
         register_all_dialects(&registry);
-        let context = Context::new_with_registry(&registry, false);
+        let context = Context::new_with_registry(&registry, threading);
         context.load_all_available_dialects();
         register_all_llvm_translations(&context);
         let diagnostics = Arc::new(Mutex::new(Vec::new()));
@@ -63,6 +70,15 @@ impl MlirContext {
         } else {
             v.join("\n")
         }
+    }
+
+    /// Parse MLIR text into a verified module; errors carry MLIR's diagnostics.
+    pub fn parse(&self, text: &str, what: &str) -> Result<Module<'_>> {
+        self.take_diagnostics();
+        let m =
+            Module::parse(&self.context, text).ok_or_else(|| CodegenError::Verify { what: format!("{what} (parse)"), diagnostics: self.take_diagnostics() })?;
+        self.verify(&m, what)?;
+        Ok(m)
     }
 
     /// Verify a module; the error carries MLIR's diagnostics.
@@ -114,8 +130,14 @@ pub fn check_llvm_dialect(module: &Module) -> Result<()> {
 /// Translate an LLVM-dialect module to LLVM IR text (through inkwell, so the
 /// same LLVM module can later go to a `TargetMachine` for object code).
 pub fn translate_to_llvm_ir(module: &Module) -> Result<String> {
-    check_llvm_dialect(module)?;
     let llvm = inkwell::context::Context::create();
+    let m = translate_to_llvm(module, &llvm)?;
+    Ok(m.print_to_string().to_string())
+}
+
+/// Translate an LLVM-dialect module to a (verified) LLVM module in `llvm`.
+pub fn translate_to_llvm<'l>(module: &Module, llvm: &'l inkwell::context::Context) -> Result<inkwell::module::Module<'l>> {
+    check_llvm_dialect(module)?;
     // SAFETY: both pointer types name the same C type `LLVMContextRef`
     // (bindgen generated one per -sys crate); the module is verified and in
     // the LLVM dialect, and its context registered the LLVM translations.
@@ -123,11 +145,11 @@ pub fn translate_to_llvm_ir(module: &Module) -> Result<String> {
     if raw.is_null() {
         return Err(CodegenError::Translate("mlirTranslateModuleToLLVMIR returned no module".into()));
     }
-    // SAFETY: non-null module created in `llvm`'s context; inkwell owns and
-    // disposes it before `llvm` is dropped (declared later, dropped first).
+    // SAFETY: non-null module created in `llvm`'s context; inkwell owns it
+    // and the `'l` lifetime keeps it from outliving the context.
     let m = unsafe { inkwell::module::Module::new(raw as inkwell::llvm_sys::prelude::LLVMModuleRef) };
     m.verify().map_err(|e| CodegenError::Translate(format!("LLVM verifier: {}", e.to_string())))?;
-    Ok(m.print_to_string().to_string())
+    Ok(m)
 }
 
 /// An MLIR `ExecutionEngine` (ORC JIT), created with the failure check

@@ -1,4 +1,5 @@
-//! Conversions between runtime host tensors and evaluator tensors.
+//! Conversions between runtime and compiler types: host tensors and
+//! evaluator tensors, and the `denoise` control spec (IR → manifest).
 
 use omnic_ir::eval::{Data, Tensor};
 use omnic_ir::DType;
@@ -49,6 +50,45 @@ pub fn to_host(t: &Tensor) -> HostTensor {
         },
         (Data::I(v), _) => HostTensor::from_i64(&t.shape, v),
         (Data::B(v), _) => HostTensor::from_bool(&t.shape, v),
+    }
+}
+
+/// A `denoise` control as the artifact manifest stores it (the runtime's
+/// mirror of the IR spec, field for field).
+pub fn denoise_spec(d: &omnic_ir::DenoiseSpec) -> omnic_runtime::program::denoise::DenoiseSpec {
+    use omnic_ir::{Guidance, SigmaSchedule};
+    use omnic_runtime::program::denoise as rt;
+    rt::DenoiseSpec {
+        body: d.body.clone(),
+        scheduler_config: d.scheduler_config.clone(),
+        steps: d.steps,
+        sigmas: match d.sigmas {
+            SigmaSchedule::Scheduler => rt::SigmaSchedule::Scheduler,
+            SigmaSchedule::FlowLinspace => rt::SigmaSchedule::FlowLinspace,
+        },
+        latents: d.latents.clone(),
+        latent_input: d.latent_input.clone(),
+        timestep_input: d.timestep_input.clone(),
+        timestep_div: d.timestep_div,
+        prediction_output: d.prediction_output.clone(),
+        inputs: d.inputs.clone(),
+        guidance: match &d.guidance {
+            Guidance::None => rt::Guidance::None,
+            Guidance::TrueCfg { scale, negative } => rt::Guidance::TrueCfg { scale: *scale, negative: negative.clone() },
+            Guidance::Distilled { input, scale } => rt::Guidance::Distilled { input: input.clone(), scale: *scale },
+        },
+        cfg_batch: d.cfg_batch.clone(),
+        cache: d.teacache().map(|t| {
+            rt::CachePolicy::TeaCache(rt::TeaCacheSpec {
+                threshold: t.threshold,
+                coefficients: t.coefficients.clone(),
+                pre: t.pre.clone(),
+                blocks: t.blocks.clone(),
+                post: t.post.clone(),
+                modulated: t.modulated.clone(),
+                residuals: t.residuals.clone(),
+            })
+        }),
     }
 }
 

@@ -67,7 +67,8 @@ impl Role {
 pub enum Annotation {
     /// The node belongs to repeated block `i` of a block stack.
     Block(u32),
-    /// The node's (first) result plays this role.
+    /// The node's result plays this role (every result, for a multi-result
+    /// node: the split ending FLUX's stack yields both residual streams).
     Role(Role),
     /// The node belongs to dispatch region `k`: the region's nodes run as
     /// one kernel (see [`crate::regions`] for the rules a region obeys).

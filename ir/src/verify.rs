@@ -115,5 +115,73 @@ pub fn verify_program(p: &Program) -> Result<(), IrError> {
             return Err(IrError::Graph(format!("control refers to missing stage `{name}`")));
         }
     }
+    if let crate::program::Control::Denoise(d) = &p.control {
+        verify_denoise(p, d)?;
+    }
+    Ok(())
+}
+
+/// The names a denoise control uses must be inputs / outputs of the stages
+/// it runs (the body, or the TeaCache split of it).
+fn verify_denoise(p: &Program, d: &crate::program::DenoiseSpec) -> Result<(), IrError> {
+    use crate::program::Guidance;
+    let err = |m: String| Err(IrError::Graph(format!("denoise control: {m}")));
+    let stages: Vec<&crate::graph::Graph> = d.stage_names().iter().filter_map(|n| p.stage(n)).map(|s| &s.graph).collect();
+    let is_input = |name: &str| stages.iter().any(|g| g.inputs().iter().any(|(n, _)| n == name));
+    let what = match d.teacache() {
+        None => format!("stage `{}`", d.body),
+        Some(t) => format!("stages `{}`, `{}`, `{}`", t.pre, t.blocks, t.post),
+    };
+    let mut body_inputs = vec![("latent input", d.latent_input.as_str()), ("timestep input", d.timestep_input.as_str())];
+    body_inputs.extend(d.inputs.iter().map(|(_, b)| ("mapped input", b.as_str())));
+    match &d.guidance {
+        Guidance::None => {}
+        Guidance::TrueCfg { negative, .. } => body_inputs.extend(negative.iter().map(|(_, b)| ("negative input", b.as_str()))),
+        Guidance::Distilled { input, .. } => body_inputs.push(("guidance input", input.as_str())),
+    }
+    body_inputs.extend(d.cfg_batch.iter().flatten().map(|b| ("cfg-batched input", b.as_str())));
+    for (kind, name) in body_inputs {
+        if !is_input(name) {
+            return err(format!("{kind} `{name}` is not an input of {what}"));
+        }
+    }
+    if d.steps == 0 {
+        return err("steps must be at least 1".into());
+    }
+    if !(d.timestep_div.is_finite() && d.timestep_div != 0.0) {
+        return err(format!("timestep divisor {} must be finite and non-zero", d.timestep_div));
+    }
+    let last = match d.teacache() {
+        None => d.body.as_str(),
+        Some(t) => t.post.as_str(),
+    };
+    if p.stage(last).is_some_and(|s| s.graph.output(&d.prediction_output).is_none()) {
+        return err(format!("prediction output `{}` is not an output of stage `{last}`", d.prediction_output));
+    }
+    let Some(t) = d.teacache() else { return Ok(()) };
+    let (Some(pre), Some(blocks), Some(post)) = (p.stage(&t.pre), p.stage(&t.blocks), p.stage(&t.post)) else { return Ok(()) };
+    if t.coefficients.is_empty() || t.coefficients.iter().any(|c| !c.is_finite()) || !t.threshold.is_finite() {
+        return err("teacache needs finite coefficients (at least one) and a finite threshold".into());
+    }
+    if pre.graph.output(&t.modulated).is_none() {
+        return err(format!("teacache modulated input `{}` is not an output of stage `{}`", t.modulated, t.pre));
+    }
+    for (i, o) in &t.residuals {
+        let Some(vi) = pre.graph.output(i).filter(|_| blocks.graph.inputs().iter().any(|(n, _)| n == i)) else {
+            return err(format!("teacache residual stream `{i}` must be an output of `{}` and an input of `{}`", t.pre, t.blocks));
+        };
+        let Some(vo) = blocks.graph.output(o) else {
+            return err(format!("teacache residual stream `{o}` is not an output of `{}`", t.blocks));
+        };
+        if pre.graph.value_type(vi)? != blocks.graph.value_type(vo)? {
+            return err(format!("teacache residual streams `{i}` and `{o}` have different types"));
+        }
+    }
+    // When the stack is skipped only the residual streams can be provided.
+    for (name, _) in post.graph.inputs() {
+        if blocks.graph.output(&name).is_some() && !t.residuals.iter().any(|(_, o)| *o == name) {
+            return err(format!("stage `{}` reads `{name}` from `{}`, which is not a cached residual stream", t.post, t.blocks));
+        }
+    }
     Ok(())
 }

@@ -298,7 +298,10 @@ pub fn single_block(ctx: &mut Ctx, p: &str, img: V, txt: V, silu_temb: V, rope: 
 /// `temb` is the conditioning embedding (`[B, dim]`). Returns the image
 /// stream leaving the stack.
 pub fn mmdit_stack(ctx: &mut Ctx, d: &MmDit, img: V, txt: V, temb: V, rope: (V, V)) -> Result<V> {
+    // Both streams are residual streams of the stack (a block-skipping
+    // cache reuses the residual of each).
     ctx.role(img, Role::ResidualIn);
+    ctx.role(txt, Role::ResidualIn);
     let (mut img, mut txt) = (img, txt);
     for i in 0..d.num_layers {
         ctx.block(Some(i));
@@ -321,6 +324,11 @@ pub fn mmdit_stack(ctx: &mut Ctx, d: &MmDit, img: V, txt: V, temb: V, rope: (V, 
     }
     ctx.block(None);
     ctx.role(img, Role::ResidualOut);
+    // After single blocks both streams are results of one split node, which
+    // carries the role for both.
+    if txt.node != img.node {
+        ctx.role(txt, Role::ResidualOut);
+    }
     Ok(img)
 }
 

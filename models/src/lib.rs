@@ -11,8 +11,10 @@
 
 pub mod ctx;
 pub mod error;
+pub mod eval_runner;
 pub mod layers;
 pub mod parity;
+pub mod pipeline;
 mod registry;
 
 pub mod dit;

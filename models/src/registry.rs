@@ -58,5 +58,10 @@ pub fn import_with(dir: &Path, opts: &ImportOptions) -> Result<Imported> {
     program.metadata.extend(metadata);
     program.metadata.insert("architecture".into(), md.class.clone());
     program.metadata.insert("family".into(), fam.name.into());
+    // A pipeline directory (transformer/ + scheduler/): the sampling loop.
+    if let Some(spec) = crate::pipeline::denoise_control(fam.name, &md, &mut program)? {
+        program.control = omnic_ir::Control::Denoise(spec);
+        omnic_ir::verify::verify_program(&program)?;
+    }
     Ok(Imported { dir: md, checkpoint, program, family: fam.name })
 }

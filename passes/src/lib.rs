@@ -16,12 +16,14 @@ pub mod manager;
 pub mod pass;
 
 pub mod canonicalize;
+pub mod cfg_batching;
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
 pub mod dispatch_formation;
 pub mod memory_plan;
 pub mod qkv_fusion;
+pub mod teacache;
 
 pub use manager::{Instrumentation, PassManager};
 pub use pass::{Pass, PassContext, PassError};

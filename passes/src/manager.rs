@@ -17,15 +17,53 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(crate::const_fold::ConstFold),
         Box::new(crate::dispatch_formation::DispatchFormation),
         Box::new(crate::memory_plan::MemoryPlan),
+        Box::new(crate::cfg_batching::CfgBatching),
+        Box::new(crate::teacache::TeaCache::default()),
     ]
 }
 
-/// The default pipeline for `-O0`, `-O1`, `-O2`.
+/// Split a pipeline at commas outside `{…}` (option lists may hold commas).
+fn split_pipeline(pipeline: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in pipeline.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&pipeline[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&pipeline[start..]);
+    out
+}
+
+/// `name` or `name{key=value key=value}` (MLIR-style pass options).
+fn parse_element(pipeline: &str, element: &str) -> Result<(String, Vec<(String, String)>), PassError> {
+    let bad = |m: &str| PassError::Failed { pass: element.to_string(), message: format!("in pipeline `{pipeline}`: {m}") };
+    let Some(open) = element.find('{') else { return Ok((element.to_string(), Vec::new())) };
+    let body = element[open + 1..].strip_suffix('}').ok_or_else(|| bad("options must end with `}`"))?;
+    let mut opts = Vec::new();
+    for kv in body.split_whitespace() {
+        let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("option `{kv}` is not `key=value`")))?;
+        opts.push((k.to_string(), v.to_string()));
+    }
+    Ok((element[..open].trim().to_string(), opts))
+}
+
+/// The default pipeline for `-O0`, `-O1`, `-O2`. `cfg-batching` is on by
+/// default (it only fires on true-CFG denoise loops whose model it proves
+/// batchable); `teacache` changes results, so it is only added on request
+/// (`omnic compile --teacache T` should insert `teacache{threshold=T}` right
+/// after `cfg-batching`, while the importer's role annotations are intact;
+/// the later passes then work on the three stages it creates).
 pub fn default_pipeline(level: u8) -> &'static str {
     match level {
         0 => "",
-        1 => "canonicalize,const-fold,cse,dce",
-        _ => "canonicalize,cse,qkv-fusion,const-fold,cse,dce,dispatch-formation,memory-plan",
+        1 => "cfg-batching,canonicalize,const-fold,cse,dce",
+        _ => "cfg-batching,canonicalize,cse,qkv-fusion,const-fold,cse,dce,dispatch-formation,memory-plan",
     }
 }
 
@@ -81,7 +119,8 @@ impl PassManager {
         let mut passes = Vec::new();
         let trimmed = pipeline.trim();
         if !trimmed.is_empty() {
-            for name in trimmed.split(',').map(str::trim) {
+            for element in split_pipeline(trimmed).into_iter().map(str::trim) {
+                let (name, options) = parse_element(pipeline, element)?;
                 if name.is_empty() {
                     return Err(PassError::BadPipeline(pipeline.to_string()));
                 }
@@ -89,7 +128,7 @@ impl PassManager {
                     name: name.to_string(),
                     known: all_passes().iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
                 })?;
-                passes.push(p);
+                passes.push(if options.is_empty() { p } else { p.with_options(&options)? });
             }
         }
         if let Some(d) = &instr.dot_after {

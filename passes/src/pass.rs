@@ -81,6 +81,12 @@ pub trait Pass {
     fn summary(&self) -> &'static str;
     /// Transform one stage's graph; return whether anything changed.
     fn run_on_graph(&self, g: &mut Graph, cx: &mut PassContext) -> Result<bool, PassError>;
+    /// This pass configured by pipeline options (`name{key=value ...}` in a
+    /// pipeline). Passes without options refuse any.
+    fn with_options(&self, options: &[(String, String)]) -> Result<Box<dyn Pass>, PassError> {
+        let keys: Vec<&str> = options.iter().map(|(k, _)| k.as_str()).collect();
+        Err(PassError::Failed { pass: self.name().into(), message: format!("takes no options, got `{}`", keys.join("`, `")) })
+    }
     /// Transform the program; by default every stage's graph in turn.
     fn run(&self, p: &mut Program, cx: &mut PassContext) -> Result<bool, PassError> {
         let mut changed = false;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod io;
 pub mod kernels;
+pub mod program;
 pub mod rng;
 pub mod sched;
 pub mod tensor;

@@ -96,6 +96,15 @@ pub fn run(a: Args) -> Result<()> {
     let derived = std::mem::take(&mut cx.derived);
     drop(cx);
     let t_passes = ms(t);
+    let control = match &imp.program.control {
+        omnic_ir::Control::Forward { stage } => Control::Forward { stage: stage.clone() },
+        #[allow(unreachable_patterns)]
+        other => bail!(
+            "{}: the artifact format cannot express this program's control yet ({:?}); only single-forward programs compile",
+            a.dir.display(),
+            other.stage_names()
+        ),
+    };
     let ir_text = omnic_ir::text::print_program(&imp.program);
     if a.emit.as_deref() == Some("ir") {
         print!("{ir_text}");
@@ -115,9 +124,6 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     let stages = compiled.schedule.stages.clone();
-    let control = match &imp.program.control {
-        omnic_ir::Control::Forward { stage } => Control::Forward { stage: stage.clone() },
-    };
     let mut metadata: BTreeMap<String, String> = imp.program.metadata.clone();
     metadata.insert("family".into(), imp.family.to_string());
     metadata.entry("architecture".into()).or_insert_with(|| imp.dir.class.clone());

@@ -1,6 +1,12 @@
 mod support;
 
+mod bench;
 mod elementwise;
 mod emit;
 mod errors;
+mod fixtures;
+mod movement;
+mod norm;
 mod random;
+mod reduce;
+mod scheduling;

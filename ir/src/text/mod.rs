@@ -44,6 +44,15 @@
 //! meta      := 'meta' STRING '=' STRING NL
 //! stage     := 'stage' STRING '{' NL body '}' NL
 //! control   := 'control' 'forward' STRING NL
+//!            | 'control' 'denoise' STRING '{' NL { dfield NL } '}' NL
+//! dfield    := 'scheduler' STRING | 'steps' INT | 'sigmas' ('scheduler' | 'flow_linspace')
+//!            | 'latents' STRING '->' STRING | 'timestep' STRING '/' FLOAT
+//!            | 'prediction' STRING | 'input' STRING '->' STRING
+//!            | 'guidance' ('none' | 'true_cfg' FLOAT | 'distilled' STRING FLOAT)
+//!            | 'negative' STRING '->' STRING | 'cfg_batch' '[' [STRING {',' STRING}] ']'
+//!            | 'teacache' FLOAT '[' FLOAT {',' FLOAT} ']' 'pre' STRING 'blocks' STRING
+//!              'post' STRING 'modulated' STRING
+//!            | 'residual' STRING '->' STRING
 //! body      := { node | output }                   (at least one output)
 //! output    := 'output' STRING '=' use NL
 //! node      := VALUE [':' INT] '=' MNEMONIC [payload] [operands] [attrs]
@@ -88,6 +97,13 @@
 //! - After reading a body the parser runs [`crate::verify::verify_graph`];
 //!   a type error is reported at the line of the offending node.
 //! - Symbol names inside dims must be identifiers for the form to read back.
+//! - `control denoise` is [`crate::program::DenoiseSpec`]: the body stage
+//!   after the keyword, then one field per line (any order; `input`,
+//!   `negative` and `residual` repeat, the others appear once; `cfg_batch`,
+//!   `teacache` and `residual` are optional). `a -> b` maps program input
+//!   `a` onto body input `b` (`latents`, `input`, `negative`) or pairs the
+//!   stream entering the block stack with the one leaving it (`residual`).
+//!   The printer writes the fields in the order of the grammar.
 
 mod attrs;
 mod cursor;

@@ -12,7 +12,7 @@ use super::lexical::quote;
 use crate::error::IrError;
 use crate::graph::{Annotation, Graph, Role, ValueRef};
 use crate::op::{Literal, Op, TensorType};
-use crate::program::{Control, Program, Stage};
+use crate::program::{CachePolicy, Control, DenoiseSpec, Guidance, Program, SigmaSchedule, Stage, TeaCacheSpec};
 use crate::verify::verify_graph;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, HashMap};
@@ -73,7 +73,7 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
                 if let Some((_, first, _)) = &control {
                     return Err(cur.err_at(at, format!("second `control` statement (the first is at line {first})")));
                 }
-                let (kind, kind_at) = cur.ident("a control kind (`forward`)")?;
+                let (kind, kind_at) = cur.ident("a control kind (`forward` or `denoise`)")?;
                 match kind.as_str() {
                     "forward" => {
                         let stage_at = cur.pos();
@@ -81,7 +81,12 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
                         cur.expect_end()?;
                         control = Some((Control::Forward { stage }, cur.line, stage_at));
                     }
-                    _ => return Err(cur.err_at(kind_at, format!("unknown control `{kind}` (expected `forward`)"))),
+                    "denoise" => {
+                        let (line, body_at) = (cur.line, cur.pos());
+                        let spec = parse_denoise(&mut lines, &mut cur)?;
+                        control = Some((Control::Denoise(spec), line, body_at));
+                    }
+                    _ => return Err(cur.err_at(kind_at, format!("unknown control `{kind}` (expected `forward` or `denoise`)"))),
                 }
             }
             _ => return Err(cur.err_at(at, format!("expected {top}, found `{kw}`"))),
@@ -94,6 +99,149 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
         }
     }
     Ok(Program { stages, control, metadata })
+}
+
+/// Fields of `control denoise` that appear at most once.
+const DENOISE_SINGLE: [&str; 9] = ["scheduler", "steps", "sigmas", "latents", "timestep", "prediction", "guidance", "cfg_batch", "teacache"];
+
+/// `"a" -> "b"`.
+fn name_pair(cur: &mut Cur<'_>, what: &str) -> PResult<(String, String)> {
+    let a = cur.string(&format!("the quoted {what} before `->`"))?;
+    cur.expect('-')?;
+    cur.expect('>')?;
+    let b = cur.string(&format!("the quoted {what} after `->`"))?;
+    Ok((a, b))
+}
+
+/// The rest of `control denoise "body" {` and its field lines up to `}`
+/// (grammar in the module doc of [`super`]).
+fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpec> {
+    let body = cur.string("the quoted name of the body stage")?;
+    cur.expect('{')?;
+    cur.expect_end()?;
+    let open_line = cur.line;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let (mut scheduler, mut steps, mut sigmas, mut latents, mut timestep, mut prediction) = (None, None, None, None, None, None);
+    let (mut guidance, mut cfg_batch, mut teacache) = (None, None, None);
+    let (mut inputs, mut negative, mut residuals) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut negative_at, mut residual_at) = (None, None);
+    let (close_line, close_at) = loop {
+        let Some(mut c) = lines.next_stmt() else {
+            return Err(lines.eof(&format!("`}}` closing `control denoise` from line {open_line}")));
+        };
+        let at = c.pos();
+        if c.eat('}') {
+            c.expect_end()?;
+            break (c.line, at);
+        }
+        let (kw, kw_at) = c.ident("a denoise field (`scheduler`, `steps`, `sigmas`, `latents`, `timestep`, `prediction`, `input`, `guidance`, `negative`, `cfg_batch`, `teacache`, `residual`) or `}`")?;
+        if DENOISE_SINGLE.contains(&kw.as_str()) {
+            if let Some(first) = seen.get(&kw) {
+                return Err(c.err_at(kw_at, format!("duplicate denoise field `{kw}` (first at line {first})")));
+            }
+            seen.insert(kw.clone(), c.line);
+        }
+        match kw.as_str() {
+            "scheduler" => scheduler = Some(c.string("the quoted scheduler_config.json text")?),
+            "steps" => {
+                let n_at = c.pos();
+                let n = c.uint("a number of steps")?;
+                if n == 0 {
+                    return Err(c.err_at(n_at, "a denoise loop has at least one step"));
+                }
+                steps = Some(n);
+            }
+            "sigmas" => {
+                let (w, w_at) = c.ident("`scheduler` or `flow_linspace`")?;
+                sigmas = Some(match w.as_str() {
+                    "scheduler" => SigmaSchedule::Scheduler,
+                    "flow_linspace" => SigmaSchedule::FlowLinspace,
+                    _ => return Err(c.err_at(w_at, format!("unknown sigma schedule `{w}` (expected `scheduler` or `flow_linspace`)"))),
+                });
+            }
+            "latents" => latents = Some(name_pair(&mut c, "latents name")?),
+            "timestep" => {
+                let name = c.string("the quoted timestep input")?;
+                c.expect('/')?;
+                timestep = Some((name, c.float("the timestep divisor")?));
+            }
+            "prediction" => prediction = Some(c.string("the quoted prediction output")?),
+            "input" => inputs.push(name_pair(&mut c, "input name")?),
+            "negative" => {
+                negative_at.get_or_insert((c.line, kw_at));
+                negative.push(name_pair(&mut c, "input name")?);
+            }
+            "guidance" => {
+                let (w, w_at) = c.ident("`none`, `true_cfg` or `distilled`")?;
+                guidance = Some(match w.as_str() {
+                    "none" => Guidance::None,
+                    "true_cfg" => Guidance::TrueCfg { scale: c.float("the guidance scale")?, negative: Vec::new() },
+                    "distilled" => {
+                        let input = c.string("the quoted guidance input")?;
+                        Guidance::Distilled { input, scale: c.float("the guidance scale")? }
+                    }
+                    _ => return Err(c.err_at(w_at, format!("unknown guidance `{w}` (expected `none`, `true_cfg` or `distilled`)"))),
+                });
+            }
+            "cfg_batch" => cfg_batch = Some(c.list(|c| c.string("a quoted input name"))?),
+            "teacache" => {
+                let threshold = c.float("the teacache threshold")?;
+                if c.peek() != Some('[') {
+                    return Err(c.expected("the teacache coefficients like `[1.0, 0.5]`"));
+                }
+                let coefficients = c.list(|c| c.float("a coefficient"))?;
+                let stage = |c: &mut Cur<'_>, kw: &str| -> PResult<String> {
+                    c.keyword(kw)?;
+                    c.string(&format!("the quoted `{kw}` name"))
+                };
+                let (pre, blocks, post) = (stage(&mut c, "pre")?, stage(&mut c, "blocks")?, stage(&mut c, "post")?);
+                let modulated = stage(&mut c, "modulated")?;
+                teacache = Some(TeaCacheSpec { threshold, coefficients, pre, blocks, post, modulated, residuals: Vec::new() });
+            }
+            "residual" => {
+                residual_at.get_or_insert((c.line, kw_at));
+                residuals.push(name_pair(&mut c, "stream name")?);
+            }
+            _ => return Err(c.err_at(kw_at, format!("unknown denoise field `{kw}`"))),
+        }
+        c.expect_end()?;
+    };
+    let missing = |what: &str| error_at(close_line, close_at + 1, format!("`control denoise` is missing `{what}`"));
+    let scheduler_config = scheduler.ok_or_else(|| missing("scheduler"))?;
+    let steps = steps.ok_or_else(|| missing("steps"))?;
+    let sigmas = sigmas.ok_or_else(|| missing("sigmas"))?;
+    let (latents, latent_input) = latents.ok_or_else(|| missing("latents"))?;
+    let (timestep_input, timestep_div) = timestep.ok_or_else(|| missing("timestep"))?;
+    let prediction_output = prediction.ok_or_else(|| missing("prediction"))?;
+    let mut guidance = guidance.ok_or_else(|| missing("guidance"))?;
+    match (&mut guidance, negative_at) {
+        (Guidance::TrueCfg { negative: n, .. }, _) => *n = negative,
+        (_, Some((line, at))) => return Err(error_at(line, at + 1, "`negative` inputs need `guidance true_cfg`")),
+        _ => {}
+    }
+    let cache = match (teacache, residual_at) {
+        (Some(mut t), _) => {
+            t.residuals = residuals;
+            Some(CachePolicy::TeaCache(t))
+        }
+        (None, Some((line, at))) => return Err(error_at(line, at + 1, "`residual` streams need a `teacache` line")),
+        (None, None) => None,
+    };
+    Ok(DenoiseSpec {
+        body,
+        scheduler_config,
+        steps,
+        sigmas,
+        latents,
+        latent_input,
+        timestep_input,
+        timestep_div,
+        prediction_output,
+        inputs,
+        guidance,
+        cfg_batch,
+        cache,
+    })
 }
 
 /// The input split into lines of chars (a trailing `\r` dropped), so that

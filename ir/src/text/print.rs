@@ -7,7 +7,7 @@ use super::attrs::attrs_of;
 use super::lexical::{fmt_f64, is_ident, quote};
 use crate::graph::{Annotation, Graph, Role, ValueRef};
 use crate::op::Op;
-use crate::program::{Control, Program};
+use crate::program::{CachePolicy, Control, DenoiseSpec, Guidance, Program};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -38,8 +38,61 @@ pub fn print_program(p: &Program) -> String {
         Control::Forward { stage } => {
             let _ = writeln!(out, "control forward {}", quote(stage));
         }
+        Control::Denoise(d) => print_denoise(d, &mut out),
     }
     out
+}
+
+/// `control denoise "body" { … }`, one field per line in a fixed order.
+fn print_denoise(d: &DenoiseSpec, out: &mut String) {
+    let _ = writeln!(out, "control denoise {} {{", quote(&d.body));
+    let _ = writeln!(out, "{INDENT}scheduler {}", quote(&d.scheduler_config));
+    let _ = writeln!(out, "{INDENT}steps {}", d.steps);
+    let _ = writeln!(out, "{INDENT}sigmas {}", d.sigmas.name());
+    let _ = writeln!(out, "{INDENT}latents {} -> {}", quote(&d.latents), quote(&d.latent_input));
+    let _ = writeln!(out, "{INDENT}timestep {} / {}", quote(&d.timestep_input), fmt_f64(d.timestep_div));
+    let _ = writeln!(out, "{INDENT}prediction {}", quote(&d.prediction_output));
+    for (from, to) in &d.inputs {
+        let _ = writeln!(out, "{INDENT}input {} -> {}", quote(from), quote(to));
+    }
+    match &d.guidance {
+        Guidance::None => {
+            let _ = writeln!(out, "{INDENT}guidance none");
+        }
+        Guidance::TrueCfg { scale, negative } => {
+            let _ = writeln!(out, "{INDENT}guidance true_cfg {}", fmt_f64(*scale));
+            for (from, to) in negative {
+                let _ = writeln!(out, "{INDENT}negative {} -> {}", quote(from), quote(to));
+            }
+        }
+        Guidance::Distilled { input, scale } => {
+            let _ = writeln!(out, "{INDENT}guidance distilled {} {}", quote(input), fmt_f64(*scale));
+        }
+    }
+    if let Some(names) = &d.cfg_batch {
+        let names: Vec<String> = names.iter().map(|n| quote(n)).collect();
+        let _ = writeln!(out, "{INDENT}cfg_batch [{}]", names.join(", "));
+    }
+    match &d.cache {
+        None => {}
+        Some(CachePolicy::TeaCache(t)) => {
+            let coeffs: Vec<String> = t.coefficients.iter().map(|&c| fmt_f64(c)).collect();
+            let _ = writeln!(
+                out,
+                "{INDENT}teacache {} [{}] pre {} blocks {} post {} modulated {}",
+                fmt_f64(t.threshold),
+                coeffs.join(", "),
+                quote(&t.pre),
+                quote(&t.blocks),
+                quote(&t.post),
+                quote(&t.modulated)
+            );
+            for (i, o) in &t.residuals {
+                let _ = writeln!(out, "{INDENT}residual {} -> {}", quote(i), quote(o));
+            }
+        }
+    }
+    out.push_str("}\n");
 }
 
 /// The statements of a graph body: nodes in topological order, then outputs.

@@ -3,11 +3,19 @@
 //! with CHECK lines on the printed result (see `omnic_passes::filecheck`).
 //! Every case is also evaluated before and after the pipeline on random
 //! inputs and weights: outputs must agree within 1e-5.
+//!
+//! A case without `graph {` is a whole program (`meta`, `stage`, `control`
+//! statements) for program-level passes; CHECK lines then run on the
+//! printed program, and the evaluator compares one model call of a
+//! `denoise` control's body (its TeaCache split run in turn) before and
+//! after, or each stage of a `forward` program.
 
-use omnic_ir::text::{parse_graph, print_graph};
-use omnic_ir::Program;
+use omnic_ir::eval::Precision;
+use omnic_ir::text::{parse_graph, parse_program, print_graph, print_program};
+use omnic_ir::{Control, Program};
 use omnic_passes::differential::{bind_all, max_output_diff, random_inputs, random_weights};
 use omnic_passes::pass::Overlay;
+use omnic_passes::teacache::evaluate_denoise_body;
 use omnic_passes::{filecheck, Instrumentation, PassContext, PassManager};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +32,10 @@ fn run_file(path: &Path) -> Result<usize, String> {
     let cases: Vec<&str> = text.split("// -----").collect();
     for (i, case) in cases.iter().enumerate() {
         let fail = |m: String| format!("case {} of {}: {m}", i + 1, cases.len());
+        if !case.contains("graph {") {
+            run_program_case(case, &pipeline).map_err(fail)?;
+            continue;
+        }
         let start = case.find("graph {").ok_or_else(|| fail("no `graph {`".into()))?;
         let g0 = parse_graph(&case[start..]).map_err(|e| fail(format!("parse: {e}")))?;
         let mut prog = Program::single("main", g0.clone());
@@ -43,6 +55,52 @@ fn run_file(path: &Path) -> Result<usize, String> {
         }
     }
     Ok(cases.len())
+}
+
+/// A program case (see the module doc).
+fn run_program_case(case: &str, pipeline: &str) -> Result<(), String> {
+    let p0 = parse_program(case).map_err(|e| format!("parse: {e}"))?;
+    let mut prog = p0.clone();
+    let pm = PassManager::parse(pipeline, Instrumentation { verify_each: true, ..Default::default() }).map_err(|e| e.to_string())?;
+    // Random weights and inputs for every stage, sizes bound to 4.
+    let mut weights = std::collections::HashMap::new();
+    let mut inputs = std::collections::HashMap::new();
+    for (k, st) in p0.stages.iter().enumerate() {
+        let b = bind_all(&st.graph, 4);
+        weights.extend(random_weights(&st.graph, &b, 7)?);
+        inputs.extend(random_inputs(&st.graph, &b, 11 + k as u64, 3)?);
+    }
+    let mut cx = PassContext::with_weights(&weights);
+    pm.run(&mut prog, &mut cx, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    let printed = print_program(&prog);
+    filecheck::check(case, &printed).map_err(|e| format!("{e}\n--- full output ---\n{printed}"))?;
+    let after_w = Overlay { base: Some(&weights), derived: &cx.derived };
+    match &p0.control {
+        Control::Denoise(_) => {
+            let a = evaluate_denoise_body(&p0, &inputs, &weights, Precision::F64)?;
+            let b = evaluate_denoise_body(&prog, &inputs, &after_w, Precision::F64)?;
+            if a.len() != b.len() {
+                return Err(format!("{} outputs before, {} after", a.len(), b.len()));
+            }
+            for (name, t) in &a {
+                let u = b.get(name).ok_or_else(|| format!("output `{name}` disappeared"))?;
+                let d = t.max_abs_diff(u)?;
+                if d > TOL {
+                    return Err(format!("output `{name}` changed by {d:e} (> {TOL:e})"));
+                }
+            }
+        }
+        Control::Forward { .. } => {
+            for st in &p0.stages {
+                let after = prog.stage(&st.name).ok_or_else(|| format!("stage `{}` disappeared", st.name))?;
+                let d = max_output_diff(&st.graph, &weights, &after.graph, &after_w, &inputs)?;
+                if d > TOL {
+                    return Err(format!("stage `{}`: outputs changed by {d:e} (> {TOL:e})", st.name));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[test]

@@ -924,6 +924,13 @@ fn check_manifest<'w>(m: &Manifest, weight: &dyn Fn(&str) -> Lookup<'w>) -> Resu
                 return Err(("control.forward.stage".into(), format!("stage `{stage}` is not defined")));
             }
         }
+        Control::Denoise(d) => {
+            for stage in d.stage_names() {
+                if !stage_names.contains(stage) {
+                    return Err(("control.denoise".into(), format!("stage `{stage}` is not defined")));
+                }
+            }
+        }
     }
     Ok(())
 }

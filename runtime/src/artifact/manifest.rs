@@ -58,11 +58,13 @@ pub enum WeightSource {
     External { files: Vec<String> },
 }
 
-/// How stages are run.
+/// How stages are run: one stage once, or a sampling loop over the stages
+/// (`Denoise`, run by [`crate::program::denoise`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Control {
     Forward { stage: String },
+    Denoise(crate::program::denoise::DenoiseSpec),
 }
 
 /// One value of a stage.

@@ -232,6 +232,7 @@ fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
     println!("code       {}", if code.is_empty() { "none".to_string() } else { code.join(", ") });
     match &m.control {
         omnic_runtime::artifact::Control::Forward { stage } => println!("control    forward: stage `{stage}`"),
+        omnic_runtime::artifact::Control::Denoise(d) => println!("control    denoise: stages {:?}, {} steps", d.stage_names(), d.steps),
     }
     for s in &m.stages {
         println!("stage `{}`", s.name);

@@ -150,6 +150,8 @@ impl Executable {
     pub fn forward_stage(&self) -> &str {
         match &self.artifact.manifest().control {
             crate::artifact::Control::Forward { stage } => stage,
+            // A denoise loop runs through `program::denoise`; one model call is its body.
+            crate::artifact::Control::Denoise(d) => &d.body,
         }
     }
 
@@ -272,7 +274,7 @@ impl Executable {
             match &v.source {
                 Source::Input(k) => {
                     let t = chosen[*k].1;
-                    slots[i] = if (t.data.as_ptr() as usize) % v.dtype.size_bytes() == 0 {
+                    slots[i] = if (t.data.as_ptr() as usize).is_multiple_of(v.dtype.size_bytes()) {
                         Slot::Ref(&t.data)
                     } else {
                         Slot::Buf(AlignedBuf::copy_of(&t.data).ok_or(ExecError::Alloc { id: v.id, bytes: t.data.len() })?)

@@ -131,7 +131,7 @@ pub(crate) fn plan_stage(art: &Artifact, s: &StageSchedule, code: Option<&CodeLi
                 if w.dtype != v.dtype {
                     return Err(err(format!("weight `{name}` is {} but the program expects {}", w.dtype, v.dtype)));
                 }
-                let misaligned = (w.data.as_ptr() as usize) % v.dtype.size_bytes() != 0;
+                let misaligned = !(w.data.as_ptr() as usize).is_multiple_of(v.dtype.size_bytes());
                 let copy = if misaligned { Some(AlignedBuf::copy_of(w.data).ok_or(ExecError::Alloc { id: v.id, bytes: w.data.len() })?) } else { None };
                 Source::Weight { name: name.clone(), copy }
             }

@@ -17,9 +17,13 @@
 //! [`BK`] are visited in order; `S = Q·Kᵀ` for the block (the `gemm` crate,
 //! single-threaded inside a task), scale/mask/causal applied, an online
 //! softmax keeps the running row max `m` and denominator `l`, rescales the
-//! output accumulator and adds `P·V` (again `gemm`). Key blocks entirely
-//! past the causal limit are skipped. Everything accumulates in f32;
-//! scores are exponentiated with a polynomial `exp` (≈2 ulp). The output
+//! output accumulator and adds `P·V` (again `gemm`). Under `causal`, key
+//! blocks past the block's last visible key are skipped, and rows that see
+//! none of a key block are left out of its two GEMMs. Everything
+//! accumulates in f32; scores are exponentiated with a polynomial `exp`
+//! (≈2 ulp), the softmax loops compiled for AVX-512 or AVX2+FMA when the
+//! CPU has them. Blocks of 128×256 measured best (vs 64×128: 1.4× faster
+//! at S = 256, D = 64, one thread). The output
 //! block itself is the accumulator; the only scratch (`S`, `m`, `l`) is
 //! thread-local and reused. Tasks are spread over the pool (see
 //! [`super::threads`]); there are `B·H·⌈Sq/BQ⌉` of them.

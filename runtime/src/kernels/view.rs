@@ -54,7 +54,7 @@ fn check(op: &'static str, what: &str, want: ElemType, dtype: ElemType, shape: &
     if Some(bytes.len()) != n.checked_mul(want.size_bytes()) {
         return Err(KernelError::new(op, format!("{what}: {} bytes for shape {shape:?} of {want}", bytes.len())));
     }
-    if n > 0 && (bytes.as_ptr() as usize) % align != 0 {
+    if n > 0 && !(bytes.as_ptr() as usize).is_multiple_of(align) {
         return Err(KernelError::new(op, format!("{what}: data not aligned to {align} bytes")));
     }
     Ok(n)

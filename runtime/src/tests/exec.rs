@@ -172,7 +172,7 @@ fn misaligned_inputs_are_copied() {
     let want = exe.run_forward([("x", &x)]).unwrap();
     // Same bytes, starting at an odd address.
     let mut raw = vec![0u8; 17];
-    let off = if raw.as_ptr() as usize % 2 == 0 { 1 } else { 0 };
+    let off = if (raw.as_ptr() as usize).is_multiple_of(2) { 1 } else { 0 };
     raw[off..off + 16].copy_from_slice(&x.data);
     let mut data = raw.split_off(off);
     data.truncate(16);
@@ -329,4 +329,21 @@ fn call_kernel_supports_every_arity_up_to_32() {
     assert_eq!(x[0], 8);
     let mut many = vec![std::ptr::null_mut::<c_void>(); 33];
     assert_eq!(unsafe { call_kernel(f, &mut many) }, Err(33));
+}
+
+#[test]
+fn executables_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Executable>();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "toy.omni", &manifest(ukernel_stage()), &[], &toy_weights());
+    let exe = Executable::load(&p, &ExecOptions { threads: 1, ..Default::default() }).unwrap();
+    let x = HostTensor::from_f32(&[2, 4], &[0.5; 8]);
+    let want = exe.run_forward([("x", &x)]).unwrap();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| exe.run_forward([("x", &x)]).unwrap())).collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
 }

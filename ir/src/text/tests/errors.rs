@@ -178,7 +178,7 @@ fn program_errors() {
     // End of input is after the final newline: line 5, column 1.
     program(&s, 5, "$", "expected a `control` statement, found end of input");
     program(&format!("{s}control forward \"a\"\ncontrol forward \"a\"\n"), 6, "control", "second `control` statement (the first is at line 5)");
-    program(&format!("{s}control loop \"a\"\n"), 5, "loop", "unknown control `loop` (expected `forward`)");
+    program(&format!("{s}control loop \"a\"\n"), 5, "loop", "unknown control `loop` (expected `forward` or `denoise`)");
     program("meta \"k\" = \"1\"\nmeta \"k\" = \"2\"\n", 2, "\"k\"", "duplicate metadata key \"k\" (first at line 1)");
     program("graph {\n", 1, "graph", "expected `meta`, `stage` or `control`, found `graph`");
     // Errors inside a stage keep their own lines.

@@ -6,3 +6,4 @@ mod fuzz;
 mod gen;
 mod handwritten;
 mod roundtrip;
+mod denoise;

@@ -1,0 +1,255 @@
+//! End to end: `omnic compile` each single-forward fixture to a `.omni`
+//! artifact, run it with the runtime executor (`omnic_runtime::exec`) on
+//! the fixture's inputs, and require every output the program produces
+//! within max abs 1e-4 of the reference library's `output.*`.
+
+use omnic_runtime::exec::{ExecOptions, Executable};
+use omnic_runtime::HostTensor;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TOL: f64 = 1e-4;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+fn omnic() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_omnic"))
+}
+
+fn omnirt() -> PathBuf {
+    let p = omnic().with_file_name("omnirt");
+    if !p.exists() {
+        let st = Command::new(env!("CARGO")).args(["build", "-q", "-p", "omnic-runtime", "--bin", "omnirt"]).status().expect("build omnirt");
+        assert!(st.success());
+    }
+    p
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn run(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+}
+
+/// `omnic compile tests/fixtures/<name> -o <dir>/<name>.omni [extra…]`.
+fn compile(name: &str, dir: &Path, extra: &[&str]) -> PathBuf {
+    let art = dir.join(format!("{name}.omni"));
+    let src = fixture(name);
+    let mut args = vec!["compile", src.to_str().unwrap(), "-o", art.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = run(&omnic(), &args);
+    assert!(o.status.success(), "omnic compile {name}: {}", text(&o));
+    eprintln!("{name}: {}", text(&o).trim());
+    art
+}
+
+fn io(name: &str) -> Vec<(String, HostTensor)> {
+    omnic_runtime::io::read_all(&fixture(name).join("io.safetensors")).unwrap()
+}
+
+fn max_abs(a: &HostTensor, r: &HostTensor, what: &str) -> f64 {
+    match a.compare(r) {
+        Some((m, _)) => m,
+        None => panic!("{what}: shape {:?} vs reference {:?}", a.shape, r.shape),
+    }
+}
+
+/// Compile `name`, run it on `io.safetensors`, compare every output that
+/// has an `output.<name>` reference; returns the largest max abs error.
+fn check(name: &str, extra: &[&str]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let art = compile(name, dir.path(), extra);
+    let exe = Executable::load(&art, &ExecOptions { threads: 2, ..Default::default() }).unwrap_or_else(|e| panic!("{name}: load: {e}"));
+    let io = io(name);
+    let refs: HashMap<&str, &HostTensor> = io.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let t0 = std::time::Instant::now();
+    let outs = exe.run_forward(io.iter().map(|(n, t)| (n.as_str(), t))).unwrap_or_else(|e| panic!("{name}: run: {e}"));
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut worst = 0.0f64;
+    let mut report = String::new();
+    let mut compared = 0;
+    for (o, t) in &outs {
+        let rname = format!("output.{o}");
+        let Some(r) = refs.get(rname.as_str()) else { continue };
+        let m = max_abs(t, r, &rname);
+        report += &format!("  {rname:<32} max_abs {m:.3e}\n");
+        worst = worst.max(m);
+        compared += 1;
+    }
+    assert!(compared > 0, "{name}: no output has a reference (outputs: {:?})", outs.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    eprintln!("{name}: run {ms:.1} ms, worst max_abs {worst:.3e}\n{report}");
+    assert!(worst <= TOL, "{name}: exceeds max abs {TOL:e}\n{report}");
+    worst
+}
+
+macro_rules! e2e {
+    ($($test:ident => $fixture:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            check($fixture, &[]);
+        }
+    )*};
+}
+
+e2e! {
+    e2e_dit => "dit",
+    e2e_flux => "flux",
+    e2e_flux_noguid => "flux_noguid",
+    e2e_flux2 => "flux2",
+    e2e_flux2_klein => "flux2_klein",
+    e2e_sd3 => "sd3",
+    e2e_sd3_dual => "sd3_dual",
+    e2e_sd3_noqk => "sd3_noqk",
+    e2e_qwenimage => "qwenimage",
+    e2e_qwenimage_edit => "qwenimage_edit",
+    e2e_qwenimage_layered => "qwenimage_layered",
+    e2e_longcat => "longcat",
+    e2e_glmimage => "glmimage",
+    e2e_wan => "wan",
+    e2e_vae => "vae",
+    e2e_vae_flux => "vae_flux",
+    e2e_qwen2 => "qwen2",
+    e2e_qwen3 => "qwen3",
+    e2e_qwen3moe => "qwen3moe",
+}
+
+/// Z-Image takes one latent and one caption per sample: each sample `b`
+/// runs alone (`x` ← `input.x.{b}`, `cap_feats` ← `input.cap_feats.{b}`,
+/// `t` ← `[input.t[b]]`) and is compared with `output.sample.{b}` (see
+/// models/tests/parity/zimage.rs).
+#[test]
+fn e2e_zimage_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = compile("zimage", dir.path(), &[]);
+    let exe = Executable::load(&art, &ExecOptions { threads: 2, ..Default::default() }).unwrap_or_else(|e| panic!("zimage: load: {e}"));
+    let io: HashMap<String, HostTensor> = io("zimage").into_iter().collect();
+    let t_all = io["input.t"].to_f32_vec();
+    let mut worst = 0.0f64;
+    for (b, t) in t_all.iter().enumerate() {
+        let x = &io[&format!("input.x.{b}")];
+        let cap = &io[&format!("input.cap_feats.{b}")];
+        let tb = HostTensor::from_f32(&[1], &[*t]);
+        let outs = exe.run_forward([("x", x), ("cap_feats", cap), ("t", &tb)]).unwrap_or_else(|e| panic!("zimage sample {b}: {e}"));
+        let (_, sample) = outs.iter().find(|(n, _)| n == "sample").expect("a `sample` output");
+        let m = max_abs(sample, &io[&format!("output.sample.{b}")], &format!("output.sample.{b}"));
+        eprintln!("zimage sample {b}: max_abs {m:.3e}");
+        worst = worst.max(m);
+    }
+    assert!(worst <= TOL, "zimage: max abs {worst:e} exceeds {TOL:e}");
+}
+
+/// Weights left in the checkpoint's safetensors files: the artifact embeds
+/// only the weights derived at compile time (fused QKV projections here),
+/// records the files, and runs the same; `weights_dir` finds the files
+/// elsewhere.
+#[test]
+fn e2e_external_weights() {
+    use omnic_runtime::artifact::{WeightOrigin, WeightSource};
+    let name = "qwenimage";
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = compile(name, dir.path(), &[]);
+    let ext_dir = dir.path().join("ext");
+    std::fs::create_dir_all(&ext_dir).unwrap();
+    let external = compile(name, &ext_dir, &["--external-weights"]);
+    let (se, sx) = (std::fs::metadata(&embedded).unwrap().len(), std::fs::metadata(&external).unwrap().len());
+    assert!(sx < se, "external-weights artifact ({sx} B) should be smaller than the embedded one ({se} B)");
+    let io = io(name);
+    let refs: HashMap<&str, &HostTensor> = io.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let check_run = |exe: &Executable| {
+        let outs = exe.run_forward(io.iter().map(|(n, t)| (n.as_str(), t))).unwrap();
+        let (_, s) = outs.iter().find(|(n, _)| n == "sample").unwrap();
+        let m = max_abs(s, refs["output.sample"], "output.sample");
+        assert!(m <= TOL, "{name} (external weights): max abs {m:e}");
+    };
+    let exe = Executable::load(&external, &ExecOptions { threads: 2, ..Default::default() }).unwrap();
+    match &exe.artifact().manifest().weights {
+        WeightSource::External { files } => assert!(files.iter().any(|f| f.ends_with("diffusion_pytorch_model.safetensors")), "{files:?}"),
+        w => panic!("expected external weights, got {w:?}"),
+    }
+    let derived = exe.artifact().weights().filter(|w| w.origin == WeightOrigin::Embedded).count();
+    let from_files = exe.artifact().weights().filter(|w| matches!(w.origin, WeightOrigin::External(_))).count();
+    assert!(derived > 0 && from_files > 0, "{derived} embedded, {from_files} external");
+    check_run(&exe);
+
+    // The checkpoint moved: point the runtime at its new directory.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::copy(fixture(name).join("diffusion_pytorch_model.safetensors"), moved.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let exe = Executable::load(&external, &ExecOptions { threads: 1, weights_dir: Some(moved.clone()) }).unwrap();
+    assert!(exe.artifact().external_files().iter().all(|f| f.starts_with(&moved)));
+    check_run(&exe);
+}
+
+/// The whole deployment path through the command lines: `omnic compile`,
+/// `omnirt run`, `omnirt compare`.
+#[test]
+fn cli_compile_run_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = compile("dit", dir.path(), &[]);
+    let t = {
+        let o = run(&omnic(), &["compile", "tests/fixtures/dit", "-o", dir.path().join("again.omni").to_str().unwrap()]);
+        text(&o)
+    };
+    assert!(t.contains("compiled") && t.contains("ms") && t.contains("B"), "{t}");
+    let out = dir.path().join("out.safetensors");
+    let io = fixture("dit").join("io.safetensors");
+    let o = run(&omnirt(), &["run", art.to_str().unwrap(), "--inputs", io.to_str().unwrap(), "--outputs", out.to_str().unwrap(), "--verbose"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("ms") && t.contains("output.sample") && t.contains("ignored"), "{t}");
+    let o = run(&omnirt(), &["compare", out.to_str().unwrap(), io.to_str().unwrap(), "--prefix", "output.", "--atol", "1e-4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("output.sample"), "{}", text(&o));
+    let o = run(&omnirt(), &["inspect", art.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// `--emit`, `--dump-dir`, `--cpu` and errors of `omnic compile`.
+#[test]
+fn compile_emits_dumps_and_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("qwen2");
+    let src = src.to_str().unwrap();
+    let o = run(&omnic(), &["compile", src, "--emit", "ir"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ir = String::from_utf8_lossy(&o.stdout);
+    assert!(ir.contains("stage \"forward\"") && ir.contains("#dispatch("), "{ir}");
+    let o = run(&omnic(), &["compile", src, "--emit", "mlir"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mlir = String::from_utf8_lossy(&o.stdout);
+    assert!(mlir.contains("func.func @omnic_k0") && mlir.contains("llvm.emit_c_interface"), "{mlir}");
+    let dump = dir.path().join("dump");
+    let art = dir.path().join("q.omni");
+    let o = run(&omnic(), &["compile", src, "-o", art.to_str().unwrap(), "--cpu", "x86-64-v3", "--dump-dir", dump.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["program.omir", "manifest.json", "kernels.txt", "omnic_k0_gather.mlir", "omnic_k0_gather.ll", "omnic_k0_gather.s"] {
+        assert!(dump.join(f).is_file(), "{f} missing from the dump directory");
+    }
+    let exe = Executable::load(&art, &ExecOptions::default()).unwrap();
+    assert_eq!(exe.artifact().manifest().target.cpu, "x86-64-v3");
+    let io = io("qwen2");
+    let outs = exe.run_forward(io.iter().map(|(n, t)| (n.as_str(), t))).unwrap();
+    let refs: HashMap<&str, &HostTensor> = io.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    assert!(max_abs(&outs[0].1, refs["output.logits"], "output.logits") <= TOL);
+
+    let out = art.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["compile", src, "-o", out, "--target", "gpu"], "unknown target `gpu`"),
+        (vec!["compile", "no/such/dir", "-o", out], "no/such/dir"),
+        (vec!["compile", src, "-o", out, "--passes", "no-such-pass"], "no-such-pass"),
+    ] {
+        let o = run(&omnic(), &args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        assert!(t.contains("error") && t.contains(needle) && !t.contains("panicked"), "{args:?}: {t}");
+    }
+}
