@@ -253,3 +253,71 @@ fn compile_emits_dumps_and_fails_cleanly() {
         assert!(t.contains("error") && t.contains(needle) && !t.contains("panicked"), "{args:?}: {t}");
     }
 }
+
+/// The `denoise` fixture (a FluxPipeline directory: true CFG, 8 steps,
+/// scale 4) through the command lines: `omnic compile` writes the loop as
+/// the manifest's control, `omnirt run` runs it over the compiled stages;
+/// `output.latents` and every `step.*` within 1e-4 of diffusers, with
+/// `cfg-batching` on (default) and off; TeaCache at threshold 0 equal to no
+/// cache exactly.
+#[test]
+fn e2e_denoise_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let io_path = fixture("denoise").join("io.safetensors");
+    let refs: HashMap<String, HostTensor> = io("denoise").into_iter().collect();
+    let run_loop = |art: &Path, tag: &str, extra: &[&str]| -> (HashMap<String, HostTensor>, String) {
+        let out = dir.path().join(format!("{tag}.out.safetensors"));
+        let mut args = vec!["run", art.to_str().unwrap(), "--inputs", io_path.to_str().unwrap(), "--outputs", out.to_str().unwrap()];
+        args.extend_from_slice(&["--steps", "8", "--true-cfg-scale", "4.0", "--dump-steps", "--threads", "2"]);
+        args.extend_from_slice(extra);
+        let o = run(&omnirt(), &args);
+        let t = text(&o);
+        assert!(o.status.success(), "{tag}: {t}");
+        eprintln!("{tag}: {}", t.trim());
+        (omnic_runtime::io::read_all(&out).unwrap().into_iter().collect(), t)
+    };
+    let check_fixture = |tag: &str, got: &HashMap<String, HostTensor>| {
+        let mut worst = 0.0f64;
+        let mut names = vec!["output.latents"];
+        names.extend(["step.latents", "step.noise_pred", "step.noise_pred_cond", "step.noise_pred_uncond"]);
+        for n in names {
+            let g = got.get(n).unwrap_or_else(|| panic!("{tag}: no `{n}` in the outputs"));
+            let m = max_abs(g, &refs[n], n);
+            assert!(m <= TOL, "{tag}: {n} max abs {m:e}");
+            worst = worst.max(m);
+        }
+        eprintln!("{tag}: output.latents and every step.* within {worst:.3e}");
+    };
+
+    let batched = dir.path().join("batched");
+    std::fs::create_dir_all(&batched).unwrap();
+    let art = compile("denoise", &batched, &[]);
+    let exe = Executable::load(&art, &ExecOptions::default()).unwrap();
+    let omnic_runtime::artifact::Control::Denoise(spec) = &exe.artifact().manifest().control else { panic!("expected a denoise control") };
+    assert!(spec.cfg_batch.is_some(), "cfg-batching should fire on the FLUX body");
+    let (a, t) = run_loop(&art, "cfg-batching", &[]);
+    assert!(t.contains("8 steps") && t.contains("ms/step") && t.contains("(batched)"), "{t}");
+    check_fixture("cfg-batching", &a);
+
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let art = compile("denoise", &plain, &["--disable-pass", "cfg-batching"]);
+    let (b, t) = run_loop(&art, "no cfg-batching", &[]);
+    assert!(!t.contains("(batched)"), "{t}");
+    check_fixture("no cfg-batching", &b);
+
+    let cached = dir.path().join("teacache");
+    std::fs::create_dir_all(&cached).unwrap();
+    let art = compile("denoise", &cached, &["--teacache", "0"]);
+    let exe = Executable::load(&art, &ExecOptions::default()).unwrap();
+    let m = exe.artifact().manifest();
+    assert!(m.pipeline.contains("cfg-batching,teacache{threshold=0}"), "{}", m.pipeline);
+    let omnic_runtime::artifact::Control::Denoise(spec) = &m.control else { panic!("expected a denoise control") };
+    assert!(spec.teacache().is_some(), "no teacache policy in the manifest");
+    let (c, t) = run_loop(&art, "teacache 0", &[]);
+    assert!(t.contains("0 skipped"), "{t}");
+    check_fixture("teacache 0", &c);
+    for (n, want) in &a {
+        assert_eq!(c.get(n), Some(want), "teacache 0: `{n}` differs from the run without a cache");
+    }
+}

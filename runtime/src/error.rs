@@ -13,6 +13,9 @@ pub enum RtError {
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
     #[error("tensor `{name}`: {message}")]
     Tensor { name: String, message: String },
+    /// A stage execution failed (the executor's error, as text).
+    #[error("{0}")]
+    Exec(String),
 }
 
 impl RtError {

@@ -47,6 +47,11 @@ pub struct Args {
     pub external_weights: bool,
     #[command(flatten)]
     pub passes: PassArgs,
+    /// Split a denoise program's model for TeaCache with this threshold
+    /// (inserts `teacache{threshold=THRESH}` right after `cfg-batching`;
+    /// `omnirt run --teacache` can override the threshold).
+    #[arg(long, value_name = "THRESH")]
+    pub teacache: Option<f64>,
     /// Print the final IR (`ir`) or every generated kernel at a level
     /// (`mlir` as built, `llvm-dialect` after lowering, `llvm` optimised IR,
     /// `asm`) to standard output.
@@ -79,8 +84,11 @@ fn human_bytes(n: u64) -> String {
 pub fn run(a: Args) -> Result<()> {
     let t_start = Instant::now();
     let target = omnic_codegen::target(&a.target)?;
-    let pm = a.passes.manager()?;
-    let pipeline = a.passes.passes.clone().unwrap_or_else(|| omnic_passes::manager::default_pipeline(a.passes.opt_level).to_string());
+    let mut pipeline = a.passes.passes.clone().unwrap_or_else(|| omnic_passes::manager::default_pipeline(a.passes.opt_level).to_string());
+    if let Some(t) = a.teacache {
+        pipeline = with_teacache(&pipeline, t)?;
+    }
+    let pm = PassArgs { passes: Some(pipeline.clone()), ..a.passes.clone() }.manager()?;
     let aot_opts = AotOptions { cpu: a.cpu.clone(), features: a.cpu_features.clone(), ..AotOptions::default() };
     // Only quiet when writing to standard output (the emitted text is the output).
     let chatty = a.emit.is_none();
@@ -98,12 +106,7 @@ pub fn run(a: Args) -> Result<()> {
     let t_passes = ms(t);
     let control = match &imp.program.control {
         omnic_ir::Control::Forward { stage } => Control::Forward { stage: stage.clone() },
-        #[allow(unreachable_patterns)]
-        other => bail!(
-            "{}: the artifact format cannot express this program's control yet ({:?}); only single-forward programs compile",
-            a.dir.display(),
-            other.stage_names()
-        ),
+        omnic_ir::Control::Denoise(d) => Control::Denoise(omnic_frontend::convert::denoise_spec(d)),
     };
     let ir_text = omnic_ir::text::print_program(&imp.program);
     if a.emit.as_deref() == Some("ir") {
@@ -322,6 +325,28 @@ fn collect_weights(
         bail!("--external-weights: weight `{missing}` is in none of the safetensors files of {}", model_dir.display());
     }
     Ok((embed, WeightSource::External { files }))
+}
+
+/// `pipeline` with `teacache{threshold=T}` right after its `cfg-batching`
+/// (first in the pipeline when it has none); it must run before
+/// `dispatch-formation`.
+fn with_teacache(pipeline: &str, threshold: f64) -> Result<String> {
+    if !threshold.is_finite() {
+        bail!("--teacache {threshold}: the threshold must be a finite number");
+    }
+    let mut passes: Vec<String> = pipeline.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect();
+    let name = |p: &str| p.split('{').next().unwrap_or(p).trim().to_string();
+    if passes.iter().any(|p| name(p) == "teacache") {
+        bail!("--teacache: the pipeline `{pipeline}` already has a teacache pass");
+    }
+    let at = passes.iter().position(|p| name(p) == "cfg-batching").map_or(0, |i| i + 1);
+    if let Some(d) = passes.iter().position(|p| name(p) == "dispatch-formation") {
+        if d < at {
+            bail!("--teacache: `cfg-batching` runs after `dispatch-formation` in `{pipeline}`; teacache must run before dispatch-formation");
+        }
+    }
+    passes.insert(at, format!("teacache{{threshold={threshold}}}"));
+    Ok(passes.join(","))
 }
 
 /// Symbol values of the first stage bound from `DIR/io.safetensors` when a

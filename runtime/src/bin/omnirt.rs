@@ -66,7 +66,29 @@ enum Cmd {
         /// Also print the inputs, the ignored tensors and the outputs.
         #[arg(long)]
         verbose: bool,
+        #[command(flatten)]
+        denoise: DenoiseArgs,
     },
+}
+
+/// Options of a denoise program's sampling loop (ignored otherwise).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct DenoiseArgs {
+    /// Number of inference steps (default: the program's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// True-CFG scale (> 1 with negative inputs turns true CFG on).
+    #[arg(long)]
+    true_cfg_scale: Option<f64>,
+    /// Distilled guidance scale.
+    #[arg(long)]
+    guidance_scale: Option<f64>,
+    /// TeaCache threshold (programs compiled with `omnic compile --teacache`; 0 never skips).
+    #[arg(long)]
+    teacache: Option<f64>,
+    /// Also write the per-step tensors (`step.*`, `schedule.*`).
+    #[arg(long)]
+    dump_steps: bool,
 }
 
 fn main() {
@@ -121,12 +143,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Inspect { artifact, json, any_host } => inspect(&artifact, json, any_host),
-        Cmd::Run { artifact, inputs, outputs, threads, runs, weights_dir, verbose } => {
-            run_artifact(&artifact, &inputs, &outputs, threads, runs, weights_dir, verbose)
+        Cmd::Run { artifact, inputs, outputs, threads, runs, weights_dir, verbose, denoise } => {
+            run_artifact(&artifact, &inputs, &outputs, threads, runs, weights_dir, verbose, &denoise)
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_artifact(
     path: &std::path::Path,
     inputs: &std::path::Path,
@@ -135,12 +158,18 @@ fn run_artifact(
     runs: u32,
     weights_dir: Option<PathBuf>,
     verbose: bool,
+    denoise: &DenoiseArgs,
 ) -> Result<()> {
     use omnic_runtime::artifact::dim::shape_str;
     use omnic_runtime::exec::{ExecOptions, Executable};
     use std::time::Instant;
     let t0 = Instant::now();
-    let exe = Executable::load(path, &ExecOptions { threads, weights_dir })?;
+    let mut exe = Executable::load(path, &ExecOptions { threads, weights_dir })?;
+    if let omnic_runtime::artifact::Control::Denoise(spec) = &exe.artifact().manifest().control {
+        let spec = spec.clone();
+        println!("loaded {} in {:.1} ms ({} threads)", path.display(), t0.elapsed().as_secs_f64() * 1e3, exe.threads());
+        return run_denoise_loop(&mut exe, &spec, inputs, outputs, runs, verbose, denoise);
+    }
     let stage = exe.forward_stage().to_string();
     println!("loaded {} in {:.1} ms ({} threads)", path.display(), t0.elapsed().as_secs_f64() * 1e3, exe.threads());
     let given = io::read_all(inputs)?;
@@ -172,6 +201,68 @@ fn run_artifact(
     }
     io::write(outputs, &named, None)?;
     println!("wrote {} output(s) to {}", named.len(), outputs.display());
+    Ok(())
+}
+
+/// `omnirt run` on a denoise program: the sampling loop over the artifact's stages.
+fn run_denoise_loop(
+    exe: &mut omnic_runtime::exec::Executable,
+    spec: &omnic_runtime::program::DenoiseSpec,
+    inputs: &std::path::Path,
+    outputs: &std::path::Path,
+    runs: u32,
+    verbose: bool,
+    a: &DenoiseArgs,
+) -> Result<()> {
+    use omnic_runtime::program::{run_denoise, DenoiseOptions, Tensors};
+    let given: Tensors = io::read_all(inputs)?.into_iter().collect();
+    let opts = DenoiseOptions {
+        steps: a.steps,
+        true_cfg_scale: a.true_cfg_scale,
+        guidance_scale: a.guidance_scale,
+        teacache_threshold: a.teacache,
+        cfg_batch: None,
+        dump_steps: a.dump_steps,
+    };
+    if a.teacache.is_some() && spec.teacache().is_none() {
+        println!("note: --teacache ignored: the program was compiled without a TeaCache split (omnic compile --teacache)");
+    }
+    let mut last = None;
+    for i in 0..runs {
+        let out = run_denoise(spec, exe, &given, &opts)?;
+        let r = &out.report;
+        let label = if runs > 1 { format!("run {}/{runs}", i + 1) } else { "run".to_string() };
+        let per = 1e3 * r.seconds / r.steps.len().max(1) as f64;
+        println!(
+            "{label}: {} steps in {:.3} ms ({per:.3} ms/step), {} computed, {} skipped",
+            r.steps.len(),
+            r.seconds * 1e3,
+            r.computed,
+            r.skipped
+        );
+        println!("{}", r.summary());
+        if verbose {
+            for s in &r.steps {
+                println!(
+                    "  step {:>3}  t {:>9.3}  {:.3} ms  {} stage call(s), {} computed, {} skipped",
+                    s.index,
+                    s.timestep,
+                    s.seconds * 1e3,
+                    s.stage_calls,
+                    s.computed,
+                    s.skipped
+                );
+            }
+        }
+        last = Some(out);
+    }
+    let Some(out) = last else { bail!("no run") };
+    let named = out.tensors(spec);
+    if let Some(parent) = outputs.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    }
+    io::write(outputs, &named, None)?;
+    println!("wrote {} tensor(s) to {}", named.len(), outputs.display());
     Ok(())
 }
 

@@ -32,6 +32,7 @@
 pub mod buffer;
 pub mod code;
 pub mod plan;
+pub mod runner;
 
 use crate::artifact::dim::{self, shape_str};
 use crate::artifact::{Artifact, ArtifactError, OpenOptions, Step};
