@@ -321,3 +321,32 @@ fn e2e_denoise_loop() {
         assert_eq!(c.get(n), Some(want), "teacache 0: `{n}` differs from the run without a cache");
     }
 }
+
+/// The bundled digits model (`models/zoo/digits-dit`, a DiTPipeline
+/// directory) compiled and sampled by `omnirt run`: the stored noise as the
+/// initial latents, classes 0..9, 20 DDIM steps, guidance 4 (the default)
+/// reproduce `tests/fixtures/digits_loop`'s `output.images` within 1e-4.
+#[test]
+fn e2e_digits_dit_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("digits.omni");
+    let o = run(&omnic(), &["compile", "models/zoo/digits-dit", "-o", art.to_str().unwrap()]);
+    assert!(o.status.success(), "omnic compile digits-dit: {}", text(&o));
+    let io: HashMap<String, HostTensor> = io("digits_loop").into_iter().collect();
+    let inputs = dir.path().join("in.safetensors");
+    let given = vec![("input.latents".to_string(), io["input.noise"].clone()), ("input.class_labels".to_string(), io["input.class_labels"].clone())];
+    omnic_runtime::io::write(&inputs, &given, None).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let o = run(
+        &omnirt(),
+        &["run", art.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--outputs", out.to_str().unwrap(), "--steps", "20", "--threads", "2"],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    eprintln!("digits-dit: {}", t.trim());
+    assert!(t.contains("20 steps") && t.contains("true CFG on"), "{t}");
+    let got: HashMap<String, HostTensor> = omnic_runtime::io::read_all(&out).unwrap().into_iter().collect();
+    let m = max_abs(&got["output.latents"], &io["output.images"], "output.images");
+    eprintln!("digits-dit: output.images max abs {m:.3e}");
+    assert!(m <= TOL, "digits-dit: output.images max abs {m:e}");
+}

@@ -32,22 +32,16 @@ pub fn to_ir(t: &HostTensor) -> Tensor {
 /// An evaluator tensor as a host tensor (f16/bf16 kept in their type).
 pub fn to_host(t: &Tensor) -> HostTensor {
     match (&t.data, t.dtype) {
-        (Data::F(v), DType::F16) => HostTensor {
-            dtype: ElemType::F16,
-            shape: t.shape.clone(),
-            data: v.iter().flat_map(|&x| half::f16::from_f64(x).to_le_bytes()).collect(),
-        },
-        (Data::F(v), DType::BF16) => HostTensor {
-            dtype: ElemType::BF16,
-            shape: t.shape.clone(),
-            data: v.iter().flat_map(|&x| half::bf16::from_f64(x).to_le_bytes()).collect(),
-        },
+        (Data::F(v), DType::F16) => {
+            HostTensor { dtype: ElemType::F16, shape: t.shape.clone(), data: v.iter().flat_map(|&x| half::f16::from_f64(x).to_le_bytes()).collect() }
+        }
+        (Data::F(v), DType::BF16) => {
+            HostTensor { dtype: ElemType::BF16, shape: t.shape.clone(), data: v.iter().flat_map(|&x| half::bf16::from_f64(x).to_le_bytes()).collect() }
+        }
         (Data::F(v), _) => HostTensor::from_f32(&t.shape, &v.iter().map(|&x| x as f32).collect::<Vec<_>>()),
-        (Data::I(v), DType::I32) => HostTensor {
-            dtype: ElemType::I32,
-            shape: t.shape.clone(),
-            data: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
-        },
+        (Data::I(v), DType::I32) => {
+            HostTensor { dtype: ElemType::I32, shape: t.shape.clone(), data: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect() }
+        }
         (Data::I(v), _) => HostTensor::from_i64(&t.shape, v),
         (Data::B(v), _) => HostTensor::from_bool(&t.shape, v),
     }
@@ -70,12 +64,14 @@ pub fn denoise_spec(d: &omnic_ir::DenoiseSpec) -> omnic_runtime::program::denois
         latent_input: d.latent_input.clone(),
         timestep_input: d.timestep_input.clone(),
         timestep_div: d.timestep_div,
+        timestep_i64: d.timestep_i64,
         prediction_output: d.prediction_output.clone(),
         inputs: d.inputs.clone(),
         guidance: match &d.guidance {
             Guidance::None => rt::Guidance::None,
             Guidance::TrueCfg { scale, negative } => rt::Guidance::TrueCfg { scale: *scale, negative: negative.clone() },
             Guidance::Distilled { input, scale } => rt::Guidance::Distilled { input: input.clone(), scale: *scale },
+            Guidance::ClassCfg { scale, labels, null_class } => rt::Guidance::ClassCfg { scale: *scale, labels: labels.clone(), null_class: *null_class },
         },
         cfg_batch: d.cfg_batch.clone(),
         cache: d.teacache().map(|t| {

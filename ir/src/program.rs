@@ -70,6 +70,9 @@ pub struct DenoiseSpec {
     /// The body gets `t / timestep_div` (float32 division, as the pipeline
     /// does): 1000 for Flux-style models whose forward multiplies by 1000.
     pub timestep_div: f64,
+    /// The timestep input is int64 (`t / timestep_div` rounded), as
+    /// DiTPipeline feeds DDIM's integer timesteps; float32 otherwise.
+    pub timestep_i64: bool,
     /// Body output holding the model's prediction (velocity / noise).
     pub prediction_output: String,
     /// (program input, body input) for the conditional branch.
@@ -117,6 +120,11 @@ pub enum Guidance {
     /// Guidance-distilled models (FLUX.1-dev): one call, the scale fed to
     /// body input `input` (one value per batch row).
     Distilled { input: String, scale: f64 },
+    /// Class-conditional CFG (DiTPipeline): two model calls per step, the
+    /// unconditional one with every class label of body input `labels`
+    /// replaced by `null_class`; combined as for `TrueCfg`, only when
+    /// `scale > 1`.
+    ClassCfg { scale: f64, labels: String, null_class: i64 },
 }
 
 /// A cache that skips model work between steps.
@@ -179,11 +187,7 @@ pub struct Program {
 impl Program {
     /// A one-stage program run once.
     pub fn single(name: &str, graph: Graph) -> Program {
-        Program {
-            stages: vec![Stage { name: name.to_string(), graph }],
-            control: Control::Forward { stage: name.to_string() },
-            metadata: BTreeMap::new(),
-        }
+        Program { stages: vec![Stage { name: name.to_string(), graph }], control: Control::Forward { stage: name.to_string() }, metadata: BTreeMap::new() }
     }
 
     pub fn stage(&self, name: &str) -> Option<&Stage> {

@@ -41,11 +41,7 @@ pub fn verify_graph(g: &Graph) -> Result<(), IrError> {
         let node = g.node(n);
         let op = node.op.mnemonic().to_string();
         // Operand slots must be exactly 0..k.
-        let mut slots: Vec<u32> = g
-            .g
-            .edges_directed(n, petgraph::Direction::Incoming)
-            .map(|e| e.weight().slot)
-            .collect();
+        let mut slots: Vec<u32> = g.g.edges_directed(n, petgraph::Direction::Incoming).map(|e| e.weight().slot).collect();
         slots.sort();
         if slots.iter().enumerate().any(|(i, &s)| s as usize != i) {
             return Err(IrError::Verify { op, value: describe(n), message: format!("operand slots {slots:?} are not 0..{}", slots.len()) });
@@ -53,11 +49,7 @@ pub fn verify_graph(g: &Graph) -> Result<(), IrError> {
         let operands = g.operands(n);
         let mut tys = Vec::new();
         for (i, v) in operands.iter().enumerate() {
-            let t = g.value_type(*v).map_err(|e| IrError::Verify {
-                op: op.clone(),
-                value: describe(n),
-                message: format!("operand {i}: {e}"),
-            })?;
+            let t = g.value_type(*v).map_err(|e| IrError::Verify { op: op.clone(), value: describe(n), message: format!("operand {i}: {e}") })?;
             tys.push(t);
         }
         if let Op::Input { name, .. } = &node.op {
@@ -66,21 +58,13 @@ pub fn verify_graph(g: &Graph) -> Result<(), IrError> {
             }
         }
         let inferred = crate::infer::infer(&node.op, &tys).map_err(|message| {
-            let opnds: Vec<String> = operands
-                .iter()
-                .zip(&tys)
-                .map(|(v, t)| format!("{}: {t}", value_ref_name(g, &names, *v)))
-                .collect();
+            let opnds: Vec<String> = operands.iter().zip(&tys).map(|(v, t)| format!("{}: {t}", value_ref_name(g, &names, *v))).collect();
             IrError::Verify { op: op.clone(), value: describe(n), message: format!("{message} (operands {})", opnds.join(", ")) }
         })?;
         if inferred != node.outputs {
             let rec: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
             let inf: Vec<String> = inferred.iter().map(|t| t.to_string()).collect();
-            return Err(IrError::Verify {
-                op,
-                value: describe(n),
-                message: format!("recorded type {} but operands give {}", rec.join(", "), inf.join(", ")),
-            });
+            return Err(IrError::Verify { op, value: describe(n), message: format!("recorded type {} but operands give {}", rec.join(", "), inf.join(", ")) });
         }
     }
     let mut out_names = HashSet::new();
@@ -138,6 +122,7 @@ fn verify_denoise(p: &Program, d: &crate::program::DenoiseSpec) -> Result<(), Ir
         Guidance::None => {}
         Guidance::TrueCfg { negative, .. } => body_inputs.extend(negative.iter().map(|(_, b)| ("negative input", b.as_str()))),
         Guidance::Distilled { input, .. } => body_inputs.push(("guidance input", input.as_str())),
+        Guidance::ClassCfg { labels, .. } => body_inputs.push(("class-label input", labels.as_str())),
     }
     body_inputs.extend(d.cfg_batch.iter().flatten().map(|b| ("cfg-batched input", b.as_str())));
     for (kind, name) in body_inputs {

@@ -9,6 +9,7 @@
 //! | family | pipeline | loop |
 //! | --- | --- | --- |
 //! | `flux` | `FluxPipeline` | `sigmas = linspace(1, 1/N, N)`, `mu` from the image tokens, the model gets `t / 1000`; latents `latents` → `hidden_states`, `prompt_embeds` → `encoder_hidden_states`, `pooled_prompt_embeds` → `pooled_projections`, `img_ids` / `txt_ids` by name; 28 steps |
+//! | `dit` | `DiTPipeline` | the scheduler's own `set_timesteps(N)` (DDIM), the model gets the integer timestep as int64; latents `latents` → `hidden_states`, `class_labels` (int64, one per sample) by name; class CFG with the null class `num_embeds_ada_norm` for the unconditional call, guidance scale 4; 50 steps |
 //!
 //! Guidance (FluxPipeline's defaults): a model with guidance embeddings
 //! (FLUX.1-dev) gets distilled guidance through its `guidance` input, scale
@@ -34,6 +35,10 @@ pub const FLUX_DEFAULT_STEPS: usize = 28;
 pub const FLUX_DEFAULT_GUIDANCE: f64 = 3.5;
 /// FluxPipeline's `true_cfg_scale` default (1.0: true CFG off).
 pub const FLUX_DEFAULT_TRUE_CFG: f64 = 1.0;
+/// DiTPipeline's `num_inference_steps` default.
+pub const DIT_DEFAULT_STEPS: usize = 50;
+/// DiTPipeline's `guidance_scale` default.
+pub const DIT_DEFAULT_GUIDANCE: f64 = 4.0;
 
 /// The denoise loop for a pipeline directory, when `md` is one and the
 /// family's pipeline is known; also records the components in `program`'s
@@ -75,9 +80,37 @@ pub fn denoise_control(family: &str, md: &ModelDir, program: &mut Program) -> Re
                 latent_input: "hidden_states".into(),
                 timestep_input: "timestep".into(),
                 timestep_div: 1000.0,
+                timestep_i64: false,
                 prediction_output: "sample".into(),
                 inputs: vec![("prompt_embeds".into(), "encoder_hidden_states".into()), ("pooled_prompt_embeds".into(), "pooled_projections".into())],
                 guidance,
+                cfg_batch: None,
+                cache: None,
+            }
+        }
+        "dit" => {
+            let Some(null_class) = md.config.value.get("num_embeds_ada_norm").and_then(|v| v.as_i64()) else {
+                return Err(ImportError::Config {
+                    path: md.config.path.display().to_string(),
+                    field: "num_embeds_ada_norm".into(),
+                    message: "DiTPipeline's class-conditional loop needs the number of classes (the null class for guidance)".into(),
+                });
+            };
+            let timestep_i64 = g.inputs().iter().any(|(k, n)| k == "timestep" && g.node(*n).outputs.first().is_some_and(|t| t.dtype == omnic_ir::DType::I64));
+            program.metadata.insert("pipeline".into(), "DiTPipeline".into());
+            DenoiseSpec {
+                body: stage.name.clone(),
+                scheduler_config: text,
+                steps: DIT_DEFAULT_STEPS,
+                sigmas: SigmaSchedule::Scheduler,
+                latents: "latents".into(),
+                latent_input: "hidden_states".into(),
+                timestep_input: "timestep".into(),
+                timestep_div: 1.0,
+                timestep_i64,
+                prediction_output: "sample".into(),
+                inputs: Vec::new(),
+                guidance: Guidance::ClassCfg { scale: DIT_DEFAULT_GUIDANCE, labels: "class_labels".into(), null_class },
                 cfg_batch: None,
                 cache: None,
             }

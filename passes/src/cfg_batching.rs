@@ -113,7 +113,11 @@ pub fn batched_inputs(g: &Graph, b: &str) -> Result<Vec<String>, String> {
 /// Why the program cannot be CFG-batched, or the body inputs to concatenate.
 fn analyse(p: &omnic_ir::Program) -> Result<Option<Vec<String>>, String> {
     let Control::Denoise(d) = &p.control else { return Ok(None) };
-    let Guidance::TrueCfg { negative, .. } = &d.guidance else { return Ok(None) };
+    let negative: Vec<(String, String)> = match &d.guidance {
+        Guidance::TrueCfg { negative, .. } => negative.clone(),
+        Guidance::ClassCfg { labels, .. } => vec![(labels.clone(), labels.clone())],
+        _ => return Ok(None),
+    };
     if d.cfg_batch.is_some() {
         return Ok(None);
     }
@@ -136,7 +140,7 @@ fn analyse(p: &omnic_ir::Program) -> Result<Option<Vec<String>>, String> {
             }
         }
     }
-    for (_, to) in negative {
+    for (_, to) in &negative {
         if !batched.contains(to) {
             return Err(format!("the unconditional branch replaces `{to}`, which has no batch axis"));
         }

@@ -46,9 +46,10 @@
 //! control   := 'control' 'forward' STRING NL
 //!            | 'control' 'denoise' STRING '{' NL { dfield NL } '}' NL
 //! dfield    := 'scheduler' STRING | 'steps' INT | 'sigmas' ('scheduler' | 'flow_linspace')
-//!            | 'latents' STRING '->' STRING | 'timestep' STRING '/' FLOAT
+//!            | 'latents' STRING '->' STRING | 'timestep' STRING '/' FLOAT | 'timestep_i64'
 //!            | 'prediction' STRING | 'input' STRING '->' STRING
-//!            | 'guidance' ('none' | 'true_cfg' FLOAT | 'distilled' STRING FLOAT)
+//!            | 'guidance' ('none' | 'true_cfg' FLOAT | 'distilled' STRING FLOAT
+//!                         | 'class_cfg' FLOAT STRING 'null' INT)
 //!            | 'negative' STRING '->' STRING | 'cfg_batch' '[' [STRING {',' STRING}] ']'
 //!            | 'teacache' FLOAT '[' FLOAT {',' FLOAT} ']' 'pre' STRING 'blocks' STRING
 //!              'post' STRING 'modulated' STRING

@@ -102,7 +102,7 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
 }
 
 /// Fields of `control denoise` that appear at most once.
-const DENOISE_SINGLE: [&str; 9] = ["scheduler", "steps", "sigmas", "latents", "timestep", "prediction", "guidance", "cfg_batch", "teacache"];
+const DENOISE_SINGLE: [&str; 10] = ["scheduler", "steps", "sigmas", "latents", "timestep", "timestep_i64", "prediction", "guidance", "cfg_batch", "teacache"];
 
 /// `"a" -> "b"`.
 fn name_pair(cur: &mut Cur<'_>, what: &str) -> PResult<(String, String)> {
@@ -125,6 +125,7 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
     let (mut guidance, mut cfg_batch, mut teacache) = (None, None, None);
     let (mut inputs, mut negative, mut residuals) = (Vec::new(), Vec::new(), Vec::new());
     let (mut negative_at, mut residual_at) = (None, None);
+    let mut timestep_i64 = false;
     let (close_line, close_at) = loop {
         let Some(mut c) = lines.next_stmt() else {
             return Err(lines.eof(&format!("`}}` closing `control denoise` from line {open_line}")));
@@ -134,7 +135,7 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
             c.expect_end()?;
             break (c.line, at);
         }
-        let (kw, kw_at) = c.ident("a denoise field (`scheduler`, `steps`, `sigmas`, `latents`, `timestep`, `prediction`, `input`, `guidance`, `negative`, `cfg_batch`, `teacache`, `residual`) or `}`")?;
+        let (kw, kw_at) = c.ident("a denoise field (`scheduler`, `steps`, `sigmas`, `latents`, `timestep`, `timestep_i64`, `prediction`, `input`, `guidance`, `negative`, `cfg_batch`, `teacache`, `residual`) or `}`")?;
         if DENOISE_SINGLE.contains(&kw.as_str()) {
             if let Some(first) = seen.get(&kw) {
                 return Err(c.err_at(kw_at, format!("duplicate denoise field `{kw}` (first at line {first})")));
@@ -166,13 +167,14 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
                 timestep = Some((name, c.float("the timestep divisor")?));
             }
             "prediction" => prediction = Some(c.string("the quoted prediction output")?),
+            "timestep_i64" => timestep_i64 = true,
             "input" => inputs.push(name_pair(&mut c, "input name")?),
             "negative" => {
                 negative_at.get_or_insert((c.line, kw_at));
                 negative.push(name_pair(&mut c, "input name")?);
             }
             "guidance" => {
-                let (w, w_at) = c.ident("`none`, `true_cfg` or `distilled`")?;
+                let (w, w_at) = c.ident("`none`, `true_cfg`, `distilled` or `class_cfg`")?;
                 guidance = Some(match w.as_str() {
                     "none" => Guidance::None,
                     "true_cfg" => Guidance::TrueCfg { scale: c.float("the guidance scale")?, negative: Vec::new() },
@@ -180,7 +182,14 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
                         let input = c.string("the quoted guidance input")?;
                         Guidance::Distilled { input, scale: c.float("the guidance scale")? }
                     }
-                    _ => return Err(c.err_at(w_at, format!("unknown guidance `{w}` (expected `none`, `true_cfg` or `distilled`)"))),
+                    "class_cfg" => {
+                        let scale = c.float("the guidance scale")?;
+                        let labels = c.string("the quoted class-label input")?;
+                        c.keyword("null")?;
+                        let null_class = c.uint("the null class")? as i64;
+                        Guidance::ClassCfg { scale, labels, null_class }
+                    }
+                    _ => return Err(c.err_at(w_at, format!("unknown guidance `{w}` (expected `none`, `true_cfg`, `distilled` or `class_cfg`)"))),
                 });
             }
             "cfg_batch" => cfg_batch = Some(c.list(|c| c.string("a quoted input name"))?),
@@ -236,6 +245,7 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
         latent_input,
         timestep_input,
         timestep_div,
+        timestep_i64,
         prediction_output,
         inputs,
         guidance,
@@ -387,9 +397,7 @@ impl Body {
     /// The name of an input/param or the values of a constant.
     fn payload(&self, cur: &mut Cur<'_>, proto: &Op) -> PResult<Payload> {
         Ok(match proto {
-            Op::Input { .. } | Op::Param { .. } => {
-                Payload::Name(cur.string(&format!("the quoted name of the {}", proto.mnemonic()))?)
-            }
+            Op::Input { .. } | Op::Param { .. } => Payload::Name(cur.string(&format!("the quoted name of the {}", proto.mnemonic()))?),
             Op::Constant(_) => {
                 let at = cur.pos();
                 if cur.peek() != Some('[') {

@@ -51,6 +51,9 @@ fn print_denoise(d: &DenoiseSpec, out: &mut String) {
     let _ = writeln!(out, "{INDENT}sigmas {}", d.sigmas.name());
     let _ = writeln!(out, "{INDENT}latents {} -> {}", quote(&d.latents), quote(&d.latent_input));
     let _ = writeln!(out, "{INDENT}timestep {} / {}", quote(&d.timestep_input), fmt_f64(d.timestep_div));
+    if d.timestep_i64 {
+        let _ = writeln!(out, "{INDENT}timestep_i64");
+    }
     let _ = writeln!(out, "{INDENT}prediction {}", quote(&d.prediction_output));
     for (from, to) in &d.inputs {
         let _ = writeln!(out, "{INDENT}input {} -> {}", quote(from), quote(to));
@@ -67,6 +70,9 @@ fn print_denoise(d: &DenoiseSpec, out: &mut String) {
         }
         Guidance::Distilled { input, scale } => {
             let _ = writeln!(out, "{INDENT}guidance distilled {} {}", quote(input), fmt_f64(*scale));
+        }
+        Guidance::ClassCfg { scale, labels, null_class } => {
+            let _ = writeln!(out, "{INDENT}guidance class_cfg {} {} null {null_class}", fmt_f64(*scale), quote(labels));
         }
     }
     if let Some(names) = &d.cfg_batch {

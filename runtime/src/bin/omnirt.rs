@@ -233,13 +233,7 @@ fn run_denoise_loop(
         let r = &out.report;
         let label = if runs > 1 { format!("run {}/{runs}", i + 1) } else { "run".to_string() };
         let per = 1e3 * r.seconds / r.steps.len().max(1) as f64;
-        println!(
-            "{label}: {} steps in {:.3} ms ({per:.3} ms/step), {} computed, {} skipped",
-            r.steps.len(),
-            r.seconds * 1e3,
-            r.computed,
-            r.skipped
-        );
+        println!("{label}: {} steps in {:.3} ms ({per:.3} ms/step), {} computed, {} skipped", r.steps.len(), r.seconds * 1e3, r.computed, r.skipped);
         println!("{}", r.summary());
         if verbose {
             for s in &r.steps {

@@ -60,6 +60,9 @@ pub struct DenoiseSpec {
     pub timestep_input: String,
     /// The model gets `t / timestep_div` (float32).
     pub timestep_div: f64,
+    /// ... as int64 (rounded) instead of float32 (DiTPipeline with DDIM).
+    #[serde(default)]
+    pub timestep_i64: bool,
     pub prediction_output: String,
     /// (program input, body input) pairs of the conditional branch.
     pub inputs: Vec<(String, String)>,
@@ -90,6 +93,13 @@ pub enum Guidance {
     Distilled {
         input: String,
         scale: f64,
+    },
+    /// Class-conditional CFG (DiTPipeline): the unconditional call gets
+    /// body input `labels` filled with `null_class` (int64).
+    ClassCfg {
+        scale: f64,
+        labels: String,
+        null_class: i64,
     },
 }
 
@@ -495,6 +505,22 @@ pub fn run_denoise(spec: &DenoiseSpec, runner: &mut dyn StageRunner, inputs: &Te
             let g = opts.guidance_scale.unwrap_or(*scale) as f32;
             cond.insert(input.clone(), HostTensor::from_f32(&[batch], &vec![g; batch]));
         }
+        Guidance::ClassCfg { scale, labels, null_class } => {
+            let scale = opts.guidance_scale.or(opts.true_cfg_scale).unwrap_or(*scale);
+            let Some(l) = cond.get(labels) else { return input_err(format!("missing input `{labels}` (the class labels)")) };
+            if l.dtype != ElemType::I64 {
+                return input_err(format!("class labels `{labels}` have dtype {}, expected i64", l.dtype));
+            }
+            if scale <= 1.0 {
+                report.notes.push(format!("class CFG off: scale {scale} <= 1"));
+            } else {
+                let null = HostTensor::from_i64(&l.shape, &vec![*null_class; l.numel()]);
+                let mut u = cond.clone();
+                u.insert(labels.clone(), null);
+                uncond = Some((u, scale as f32));
+                report.true_cfg = true;
+            }
+        }
         Guidance::TrueCfg { scale, negative } => {
             let scale = opts.true_cfg_scale.unwrap_or(*scale);
             let missing: Vec<&str> = negative.iter().filter(|(p, _)| !given.contains_key(p)).map(|(p, _)| p.as_str()).collect();
@@ -578,7 +604,12 @@ pub fn run_denoise(spec: &DenoiseSpec, runner: &mut dyn StageRunner, inputs: &Te
             let k = g.branches.len();
             let mut env = g.env.clone();
             env.insert(spec.latent_input.clone(), repeat_rows(&spec.latent_input, &lat_t, k)?);
-            env.insert(spec.timestep_input.clone(), HostTensor::from_f32(&[batch * k], &vec![t_model; batch * k]));
+            let ts = if spec.timestep_i64 {
+                HostTensor::from_i64(&[batch * k], &vec![t_model.round() as i64; batch * k])
+            } else {
+                HostTensor::from_f32(&[batch * k], &vec![t_model; batch * k])
+            };
+            env.insert(spec.timestep_input.clone(), ts);
             let (p, c, s) = lp.call(g, env)?;
             if p.len() != latents.len() * k {
                 return input_err(format!("prediction `{}` has {} values per call; the latents have {}", spec.prediction_output, p.len() / k, latents.len()));

@@ -71,6 +71,7 @@ fn spec() -> DenoiseSpec {
         latent_input: "x".into(),
         timestep_input: "t".into(),
         timestep_div: 1000.0,
+        timestep_i64: false,
         prediction_output: "sample".into(),
         inputs: vec![("pos".into(), "c".into())],
         guidance: Guidance::TrueCfg { scale: 4.0, negative: vec![("neg".into(), "c".into())] },

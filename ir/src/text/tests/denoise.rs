@@ -32,6 +32,7 @@ fn flux_spec() -> DenoiseSpec {
         latent_input: "hidden_states".into(),
         timestep_input: "timestep".into(),
         timestep_div: 1000.0,
+        timestep_i64: false,
         prediction_output: "sample".into(),
         inputs: vec![("prompt_embeds".into(), "encoder_hidden_states".into())],
         guidance: Guidance::TrueCfg { scale: 4.0, negative: vec![("negative_prompt_embeds".into(), "encoder_hidden_states".into())] },
@@ -65,6 +66,9 @@ fn denoise_specs_round_trip() {
     specs.push(s.clone());
     s.guidance = Guidance::Distilled { input: "guidance".into(), scale: 3.5 };
     s.cfg_batch = Some(vec![]);
+    specs.push(s.clone());
+    s.guidance = Guidance::ClassCfg { scale: 4.0, labels: "encoder_hidden_states".into(), null_class: 10 };
+    s.timestep_i64 = true;
     specs.push(s.clone());
     let mut t = flux_spec();
     t.cache = Some(CachePolicy::TeaCache(TeaCacheSpec {
