@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod error;
 pub mod exec;
+pub mod image;
 pub mod io;
 pub mod kernels;
 pub mod program;

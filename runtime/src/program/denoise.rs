@@ -174,6 +174,19 @@ pub struct DenoiseOptions {
     pub cfg_batch: Option<bool>,
     /// Record `step.*` tensors.
     pub dump_steps: bool,
+    /// Called after each step (progress display).
+    pub on_step: OnStep,
+}
+
+/// A per-step callback: the step just done and the number of steps.
+#[derive(Clone, Default)]
+#[allow(clippy::type_complexity)]
+pub struct OnStep(pub Option<std::sync::Arc<dyn Fn(&StepReport, usize) + Send + Sync>>);
+
+impl std::fmt::Debug for OnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "OnStep(Some(..))" } else { "OnStep(None)" })
+    }
 }
 
 /// One step of the loop.
@@ -639,6 +652,9 @@ pub fn run_denoise(spec: &DenoiseSpec, runner: &mut dyn StageRunner, inputs: &Te
         report.computed += computed;
         report.skipped += skipped;
         report.steps.push(StepReport { index: i, timestep: t, stage_calls: lp.stage_calls - calls0, computed, skipped, seconds: t0.elapsed().as_secs_f64() });
+        if let (Some(f), Some(last)) = (&opts.on_step.0, report.steps.last()) {
+            f(last, n);
+        }
     }
     report.stage_calls = lp.stage_calls;
     let mut dumps = Vec::new();
@@ -660,5 +676,5 @@ pub fn run_denoise(spec: &DenoiseSpec, runner: &mut dyn StageRunner, inputs: &Te
 }
 
 #[cfg(test)]
-#[path = "denoise_tests.rs"]
+#[path = "tests/denoise.rs"]
 mod tests;

@@ -5,7 +5,8 @@
 //! the compiler side implement with the reference evaluator.
 
 pub mod denoise;
+pub mod generate;
 pub mod runner;
 
-pub use denoise::{run_denoise, DenoiseOptions, DenoiseOutput, DenoiseReport, DenoiseSpec};
+pub use denoise::{run_denoise, DenoiseOptions, DenoiseOutput, DenoiseReport, DenoiseSpec, OnStep};
 pub use runner::{StageRunner, Tensors};

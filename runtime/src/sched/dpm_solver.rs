@@ -435,7 +435,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
             PredictionType::FlowPrediction => sample.iter().zip(model_output).map(|(&x, &m)| x - sigma * m).collect(),
         };
         self.model_outputs.rotate_left(1);
-        *self.model_outputs.last_mut().unwrap() = Some(x0);
+        if let Some(last) = self.model_outputs.last_mut() {
+            *last = Some(x0);
+        }
 
         let order = if cfg.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
             1
@@ -445,7 +447,8 @@ impl Scheduler for DpmSolverMultistepScheduler {
             3
         };
         let k = self.model_outputs.len();
-        let m = |j: usize| self.model_outputs[k - 1 - j].as_deref().expect("x0 history filled by warm-up");
+        // The order is capped by `lower_order_nums`, so every slot read holds an x0 from an earlier step.
+        let m = |j: usize| self.model_outputs.get((k - 1).wrapping_sub(j)).and_then(|o| o.as_deref()).unwrap_or(&[]);
         let (a_t, s_t, l_t) = self.lambda(self.sigmas[i + 1]);
         let (_, s_0, l_0) = self.lambda(sigma);
         let h = l_t - l_0;
