@@ -51,7 +51,7 @@ fn listed_subcommands(help: &str) -> Vec<String> {
 
 #[test]
 fn help_lists_only_subcommands_that_run() {
-    for (name, expected) in [("omnic", vec!["inspect", "import", "run", "opt", "passes", "compile"]), ("omnirt", vec!["tensors", "compare", "inspect", "run"])]
+    for (name, expected) in [("omnic", vec!["inspect", "import", "run", "opt", "passes", "compile"]), ("omnirt", vec!["tensors", "compare", "inspect", "run", "generate"])]
     {
         let o = run(name, &["--help"]);
         assert!(o.status.success());

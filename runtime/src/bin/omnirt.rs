@@ -286,7 +286,15 @@ fn run_denoise_loop(
 }
 
 /// `omnirt generate`: seeded samples of a class-conditional denoise program to a PNG.
-fn generate(path: &std::path::Path, class: Vec<i64>, steps: Option<usize>, guidance: Option<f64>, seed: u64, output: &std::path::Path, threads: usize) -> Result<()> {
+fn generate(
+    path: &std::path::Path,
+    class: Vec<i64>,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+    seed: u64,
+    output: &std::path::Path,
+    threads: usize,
+) -> Result<()> {
     use omnic_runtime::exec::{ExecOptions, Executable};
     use omnic_runtime::program::generate::{class_labels_input, generate, GenerateOptions};
     use omnic_runtime::program::OnStep;
