@@ -118,6 +118,22 @@ pub fn write(path: &Path, tensors: &[(String, HostTensor)], metadata: Option<Has
     })
 }
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `272.4 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 #[cfg(test)]
 #[path = "tests/io.rs"]
 mod tests;

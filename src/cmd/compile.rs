@@ -66,20 +66,6 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 pub fn run(a: Args) -> Result<()> {
     let t_start = Instant::now();
@@ -177,7 +163,7 @@ pub fn run(a: Args) -> Result<()> {
         ms(t_start),
         compiled.schedule.kernels.len(),
         weights.len(),
-        human_bytes(size),
+        omnic_runtime::io::human_bytes(size),
     );
     let detail = format!(
         "  import {t_import:.0} ms, passes {t_passes:.0} ms, codegen {t_codegen:.0} ms (mlir {:.0}, llvm {:.0}, object {:.0}, link {:.0}), weights {t_weights:.0} ms, write {t_write:.0} ms",

@@ -341,20 +341,6 @@ fn generate(
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
     use omnic_runtime::artifact::{dim::shape_str, Artifact, OpenOptions, Step, ValueDef, WeightOrigin, WeightSource};
@@ -365,7 +351,7 @@ fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
         return Ok(());
     }
     let t = &m.target;
-    println!("artifact   {} ({}, format version {})", path.display(), human_bytes(art.file_len()), art.format_version());
+    println!("artifact   {} ({}, format version {})", path.display(), omnic_runtime::io::human_bytes(art.file_len()), art.format_version());
     println!("compiler   {}", m.compiler);
     let features = if t.features.is_empty() { "none".to_string() } else { t.features.join(",") };
     println!("target     {} (target `{}`, cpu {}, features {features})", t.triple, t.name, t.cpu);
@@ -385,16 +371,16 @@ fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
         }
     }
     match &m.weights {
-        WeightSource::Embedded => println!("weights    embedded: {emb} tensors, {}", human_bytes(emb_bytes)),
+        WeightSource::Embedded => println!("weights    embedded: {emb} tensors, {}", omnic_runtime::io::human_bytes(emb_bytes)),
         WeightSource::External { files } => {
             println!("weights    external: {} file(s): {}", files.len(), files.join(", "));
             if art.external_loaded() {
-                println!("           {ext} tensors, {} in those files", human_bytes(ext_bytes));
+                println!("           {ext} tensors, {} in those files", omnic_runtime::io::human_bytes(ext_bytes));
             }
-            println!("           embedded (derived): {emb} tensors, {}", human_bytes(emb_bytes));
+            println!("           embedded (derived): {emb} tensors, {}", omnic_runtime::io::human_bytes(emb_bytes));
         }
     }
-    let code: Vec<String> = art.code_objects().map(|(n, b)| format!("{n} ({})", human_bytes(b.len() as u64))).collect();
+    let code: Vec<String> = art.code_objects().map(|(n, b)| format!("{n} ({})", omnic_runtime::io::human_bytes(b.len() as u64))).collect();
     println!("code       {}", if code.is_empty() { "none".to_string() } else { code.join(", ") });
     match &m.control {
         omnic_runtime::artifact::Control::Forward { stage } => println!("control    forward: stage `{stage}`"),
