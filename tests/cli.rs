@@ -51,8 +51,10 @@ fn listed_subcommands(help: &str) -> Vec<String> {
 
 #[test]
 fn help_lists_only_subcommands_that_run() {
-    for (name, expected) in [("omnic", vec!["inspect", "import", "run", "opt", "passes", "compile"]), ("omnirt", vec!["tensors", "compare", "inspect", "run", "generate"])]
-    {
+    for (name, expected) in [
+        ("omnic", vec!["inspect", "import", "run", "opt", "passes", "compile", "calibrate"]),
+        ("omnirt", vec!["tensors", "compare", "inspect", "run", "bench", "generate"]),
+    ] {
         let o = run(name, &["--help"]);
         assert!(o.status.success());
         let listed = listed_subcommands(&text(&o));
@@ -134,6 +136,7 @@ fn write_toy_artifact(path: &std::path::Path) {
             outputs: vec![("out".into(), 2)],
             values,
             steps: vec![Step::Ukernel { op: Ukernel::Linear { bias: false }, args: vec![0, 1], results: vec![2] }],
+            flops: vec![],
         }],
         weights: WeightSource::Embedded,
     };
@@ -252,6 +255,80 @@ fn omnirt_run_executes_an_artifact_and_reports_bad_inputs() {
         assert!(!t.contains("panicked"), "{t}");
         for n in needles {
             assert!(t.contains("error") && t.contains(n), "`{n}` missing: {t}");
+        }
+    }
+}
+
+/// `omnirt bench` on a compiled fixture: a per-class table whose shares add
+/// up to the forward time, a trace with one event per dispatch per timed
+/// run whose FLOPs add up to the table's, the machine-readable last line;
+/// bad flags fail cleanly.
+#[test]
+fn omnirt_bench_profiles_a_compiled_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("flux.omni");
+    let o = run("omnic", &["compile", "tests/fixtures/flux", "-o", art.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let trace = dir.path().join("trace.json");
+    let (a, inp) = (art.to_str().unwrap(), "tests/fixtures/flux/io.safetensors");
+    let o = run("omnirt", &["bench", a, "--inputs", inp, "--threads", "2", "--iters", "3", "--warmup", "1", "--profile", trace.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let last = out.lines().last().unwrap_or_default();
+    let median: f64 =
+        last.strip_prefix("median_ms=").and_then(|r| r.strip_suffix(" iters=3")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("last line: {last:?}"));
+    assert!(median > 0.0, "{t}");
+
+    // Table rows: class, kind, steps, ms, share%, GFLOP, GFLOP/s.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("class"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("forward:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.iter().any(|r| r[0] == "linear" && r[1] == "ukernel") && rows.iter().any(|r| r[1] == "kernel"), "{t}");
+    let share: f64 = rows.iter().map(|r| r[4].trim_end_matches('%').parse::<f64>().unwrap()).sum();
+    assert!((share - 100.0).abs() < 0.5, "shares add up to {share}: {t}");
+    let steps: usize = rows.iter().map(|r| r[2].parse::<usize>().unwrap()).sum();
+    let gflop: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("forward: "))
+        .and_then(|l| l.split(", ").find_map(|s| s.strip_suffix(" GFLOP")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no GFLOP: {t}"));
+    assert!(t.contains("memory: peak RSS") && t.contains("planned activations"), "{t}");
+
+    // The artifact's step count; the trace: one complete event per dispatch per run.
+    let m = omnic_runtime::artifact::Artifact::open(&art).unwrap();
+    let omnic_runtime::artifact::Control::Forward { stage } = &m.manifest().control else { panic!("not a forward program") };
+    let n = m.manifest().stages.iter().find(|s| &s.name == stage).map(|s| s.steps.len()).unwrap();
+    assert_eq!(steps, n, "{t}");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let ev = j["traceEvents"].as_array().unwrap();
+    assert_eq!(ev.len(), 3 * n);
+    for run in 0..3u64 {
+        let mine: Vec<&serde_json::Value> = ev.iter().filter(|e| e["args"]["run"] == run).collect();
+        assert_eq!(mine.len(), n);
+        assert!(mine.iter().all(|e| e["ph"] == "X" && e["dur"].as_f64().is_some_and(|d| d >= 0.0) && e["args"]["class"].is_string()));
+        let f: u64 = mine.iter().map(|e| e["args"]["flops"].as_u64().unwrap()).sum();
+        assert!(gflop > 0.0 && (f as f64 / 1e9 - gflop).abs() <= 1e-6, "trace FLOPs {f} vs table {gflop} GFLOP");
+    }
+
+    // Bad flags: non-zero exit naming the flag or path, no panic.
+    let bad = dir.path().join("no/such/dir/trace.json");
+    let cases: [(&[&str], &[&str]); 3] = [
+        (&["bench", a, "--inputs", inp, "--iters", "0"], &["--iters", "0"]),
+        (&["bench", a, "--inputs", inp, "--profile", bad.to_str().unwrap()], &["--profile", "no/such/dir/trace.json"]),
+        (&["bench", a, "--inputs", "no/such.safetensors"], &["no/such.safetensors"]),
+    ];
+    for (args, needles) in cases {
+        let o = run("omnirt", args);
+        let t = text(&o);
+        assert!(!o.status.success() && !t.contains("panicked"), "{args:?}: {t}");
+        for s in needles {
+            assert!(t.contains("error") && t.contains(s), "`{s}` missing: {t}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! inkwell) to runnable code.
 //!
 //! - [`schedule`]: an IR stage → the runtime's [`StageSchedule`]: generated
-//!   kernels, runtime ukernels (linear, matmul, attention, conv, topk) and
+//!   kernels, runtime ukernels (linear, matmul, attention, conv, topk, moe) and
 //!   views (reshape), with kernels shared by structure ([`KernelCache`]);
 //! - [`partition`]: the steps of a stage from its dispatch regions;
 //! - [`cpu`]: the host CPU target: [`cpu::lower`] turns a kernel (a set of

@@ -9,7 +9,7 @@
 //! shape (so chains of elementwise ops fuse).
 //!
 //! Each region then becomes steps:
-//! - `linear`, `matmul`, `attention`, `conv` and `topk` nodes are
+//! - `linear`, `matmul`, `attention`, `conv`, `topk` and `moe` nodes are
 //!   [`Unit::Ukernel`]s (runtime kernels, never generated code);
 //! - a `reshape` is a *view* (same bytes, new shape) unless it sits between
 //!   two kernel members of the region (its operand is computed by the region's
@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 /// Whether `op` runs as a runtime ukernel.
 pub fn is_ukernel(op: &Op) -> bool {
-    matches!(op, Op::Linear { .. } | Op::MatMul | Op::Attention { .. } | Op::Conv { .. } | Op::TopK { .. })
+    matches!(op, Op::Linear { .. } | Op::MatMul | Op::Attention { .. } | Op::Conv { .. } | Op::TopK { .. } | Op::Moe { .. })
 }
 
 /// One step.

@@ -3,7 +3,7 @@
 //!
 //! A stage (after the passes) is split into steps by [`crate::partition`]:
 //! generated kernels, runtime ukernels (linear, matmul, attention, conv,
-//! topk) and views (reshape). Each kernel is lowered to MLIR text
+//! topk, moe) and views (reshape). Each kernel is lowered to MLIR text
 //! ([`crate::cpu::lower`]) and interned in a [`KernelCache`]: kernels with
 //! the same text — the same ops, attributes, dtypes and static sizes, with
 //! SSA names numbered in order, so e.g. every block of a stack of identical
@@ -20,8 +20,8 @@ use crate::error::{CodegenError, Result};
 use crate::partition::{partition, Unit};
 use omnic_ir::eval::tensor::round_to;
 use omnic_ir::verify::value_names;
-use omnic_ir::{DType, Dim, Graph, Op, Program, Stage, ValueRef};
-use omnic_runtime::artifact::manifest::{StageSchedule, Step, Ukernel, ValueDef, ValueSpec};
+use omnic_ir::{DType, Dim, Graph, Op, Program, Stage, UnaryOp, ValueRef};
+use omnic_runtime::artifact::manifest::{MoeAct, StageSchedule, Step, Ukernel, ValueDef, ValueSpec};
 use omnic_runtime::artifact::DimExpr;
 use omnic_runtime::ElemType;
 use petgraph::stable_graph::NodeIndex;
@@ -163,6 +163,16 @@ impl Values<'_> {
     }
 }
 
+/// FLOPs of a step computing `nodes` (see [`omnic_ir::analysis`] for the
+/// convention), for the runtime profiler.
+fn unit_flops(g: &Graph, nodes: &[NodeIndex]) -> Result<DimExpr> {
+    let mut total = Dim::Const(0);
+    for &n in nodes {
+        total = total.add(&omnic_ir::analysis::node_flops(g, n).map_err(CodegenError::Internal)?);
+    }
+    Ok(dim_expr(&total))
+}
+
 /// Schedule one stage, lowering its kernels into `cache`.
 pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSchedule> {
     let g = &stage.graph;
@@ -181,6 +191,7 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
         vals.id(ValueRef::new(n, 0))?;
     }
     let mut steps = Vec::with_capacity(part.units.len());
+    let mut flops = Vec::with_capacity(part.units.len());
     for u in &part.units {
         match u {
             Unit::Kernel { plan, region } => {
@@ -198,6 +209,7 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                 let args = plan.args.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
                 let results = plan.results.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
                 steps.push(Step::Kernel { symbol, args, results });
+                flops.push(unit_flops(g, &plan.members)?);
             }
             Unit::Ukernel { node } => {
                 let n = g.node(*node);
@@ -215,6 +227,19 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                         Ukernel::Conv { stride: stride.clone(), padding: padding.clone(), dilation: dilation.clone(), groups: *groups, bias: *bias }
                     }
                     Op::TopK { k } => Ukernel::TopK { k: *k },
+                    Op::Moe { top_k, norm_topk, act } => {
+                        let act = match act {
+                            UnaryOp::Silu => MoeAct::Silu,
+                            UnaryOp::Sigmoid => MoeAct::Sigmoid,
+                            UnaryOp::Relu => MoeAct::Relu,
+                            UnaryOp::GeluTanh => MoeAct::GeluTanh,
+                            other => {
+                                let why = format!("gate activation `{}`: the runtime's moe ukernel has silu, sigmoid, relu and gelu_tanh", other.name());
+                                return Err(unsupported(why));
+                            }
+                        };
+                        Ukernel::Moe { top_k: *top_k, norm_topk: *norm_topk, act }
+                    }
                     other => return Err(CodegenError::Internal(format!("`{}` scheduled as a ukernel", other.mnemonic()))),
                 };
                 let operands = g.operands(*node);
@@ -227,6 +252,7 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                 let args = operands.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
                 let results = (0..n.outputs.len()).map(|p| vals.id(ValueRef::new(*node, p as u32))).collect::<Result<Vec<_>>>()?;
                 steps.push(Step::Ukernel { op, args, results });
+                flops.push(unit_flops(g, &[*node])?);
             }
         }
     }
@@ -234,5 +260,5 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
     for (name, v) in &g.outputs {
         outputs.push((name.clone(), vals.id(*v)?));
     }
-    Ok(StageSchedule { name: stage.name.clone(), inputs, outputs, values: vals.specs, steps })
+    Ok(StageSchedule { name: stage.name.clone(), inputs, outputs, values: vals.specs, steps, flops })
 }

@@ -91,3 +91,17 @@ pub fn denoise_spec(d: &omnic_ir::DenoiseSpec) -> omnic_runtime::program::denois
 #[cfg(test)]
 #[path = "tests/convert.rs"]
 mod tests;
+
+/// The runtime's mirror of a decode control.
+pub fn decode_spec(d: &omnic_ir::DecodeSpec) -> omnic_runtime::program::decode::DecodeSpec {
+    omnic_runtime::program::decode::DecodeSpec {
+        forward: d.forward.clone(),
+        prefill: d.prefill.clone(),
+        step: d.step.clone(),
+        tokens: d.tokens.clone(),
+        logits: d.logits.clone(),
+        cache: d.cache.clone(),
+        max_len: d.max_len,
+        eos: d.eos.clone(),
+    }
+}

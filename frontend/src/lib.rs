@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod dir;
 pub mod error;
+pub mod lora;
 pub mod weights;
 
 pub use dir::{ModelDir, RawConfig};

@@ -17,6 +17,8 @@ pub struct Checkpoint {
     files: Vec<MappedFile>,
     /// tensor name → index into `files`
     index: HashMap<String, usize>,
+    /// Tensors replaced in memory (merged LoRA updates): name → (shape, f32 values).
+    overlay: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 /// Element type and shape of a stored tensor.
@@ -85,7 +87,7 @@ impl Checkpoint {
                 return Err(LoadError::MissingFile { dir: dir.to_path_buf(), what: "*.safetensors weights".into() });
             }
         }
-        Ok(Checkpoint { dir: dir.to_path_buf(), files, index })
+        Ok(Checkpoint { dir: dir.to_path_buf(), files, index, overlay: HashMap::new() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -118,8 +120,28 @@ impl Checkpoint {
         LoadError::MissingTensor { name: name.to_string(), dir: self.dir.clone(), hint }
     }
 
+    /// Replace a stored tensor's values in memory (same shape; read back as
+    /// f32 by every accessor). Used to merge LoRA updates into weights.
+    pub fn set_overlay(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> Result<(), LoadError> {
+        let info = self.info(name)?;
+        if info.shape != shape || values.len() != shape.iter().product::<usize>() {
+            return Err(LoadError::ShapeMismatch { name: name.to_string(), expected: info.shape, found: shape.to_vec() });
+        }
+        self.overlay.insert(name.to_string(), (shape.to_vec(), values));
+        Ok(())
+    }
+
+    /// Whether `name` was replaced in memory (its values are not those of
+    /// the files).
+    pub fn is_overlaid(&self, name: &str) -> bool {
+        self.overlay.contains_key(name)
+    }
+
     /// Dtype and shape of a stored tensor.
     pub fn info(&self, name: &str) -> Result<TensorInfo, LoadError> {
+        if let Some((shape, _)) = self.overlay.get(name) {
+            return Ok(TensorInfo { dtype: ElemType::F32, shape: shape.clone() });
+        }
         let &i = self.index.get(name).ok_or_else(|| self.missing(name))?;
         let f = &self.files[i];
         let st = f.parse()?;
@@ -151,6 +173,9 @@ impl Checkpoint {
 
     /// A tensor's values widened to f32.
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
+        if let Some((shape, v)) = self.overlay.get(name) {
+            return Ok((shape.clone(), v.clone()));
+        }
         let &i = self.index.get(name).ok_or_else(|| self.missing(name))?;
         let t = self.files[i].tensor(name)?;
         if !t.dtype.is_float() {

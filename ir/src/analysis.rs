@@ -8,7 +8,8 @@
 
 use crate::graph::Graph;
 use crate::op::{Op, TensorType};
-use crate::shape::{eval_shape, Bindings};
+use crate::shape::{eval_shape, Bindings, Dim};
+use petgraph::stable_graph::NodeIndex;
 
 /// Concrete shape of a value type under `b`.
 fn dims(t: &TensorType, b: &Bindings) -> Result<Vec<usize>, String> {
@@ -23,44 +24,52 @@ fn numel(t: &TensorType, b: &Bindings) -> Result<u64, String> {
 pub fn flops(g: &Graph, b: &Bindings) -> Result<u64, String> {
     let mut total = 0u64;
     for n in g.g.node_indices() {
-        let node = g.node(n);
-        let ins: Vec<TensorType> = g.operands(n).iter().map(|v| g.value_type(*v).cloned()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-        let out = match node.outputs.first() {
-            Some(t) => t,
-            None => continue,
-        };
-        let on = numel(out, b)?;
-        let f = match &node.op {
-            Op::MatMul => {
-                let a = dims(&ins[0], b)?;
-                2 * on * a[a.len() - 1] as u64
-            }
-            Op::Linear { bias } => {
-                let k = *dims(&ins[0], b)?.last().unwrap_or(&0) as u64;
-                2 * on * k + if *bias { on } else { 0 }
-            }
-            Op::Attention { .. } => {
-                let q = dims(&ins[0], b)?;
-                let k = dims(&ins[1], b)?;
-                let v = dims(&ins[2], b)?;
-                let (bh, sq, sk) = ((q[0] * q[1]) as u64, q[2] as u64, k[2] as u64);
-                bh * sq * sk * (2 * q[3] as u64 + 2 * v[3] as u64 + 5)
-            }
-            Op::Conv { groups, bias, .. } => {
-                let w = dims(&ins[1], b)?;
-                let per_out: u64 = w[1..].iter().map(|&d| d as u64).product();
-                let _ = groups;
-                2 * on * per_out + if *bias { on } else { 0 }
-            }
-            Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::GroupNorm { .. } => 5 * on,
-            Op::Softmax { .. } => 5 * on,
-            Op::Reduce { .. } => numel(&ins[0], b)?,
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where => on,
-            _ => 0,
-        };
-        total += f;
+        let f = node_flops(g, n)?.eval(b)?;
+        total += u64::try_from(f).map_err(|_| format!("node {}: negative FLOP count {f}", n.index()))?;
     }
     Ok(total)
+}
+
+/// Product of a shape's dims (1 for a scalar).
+fn numel_dim(shape: &[Dim]) -> Dim {
+    shape.iter().fold(Dim::Const(1), |a, d| a.mul(d))
+}
+
+/// FLOPs of node `n` as an expression over the graph's symbols (the
+/// convention of the module doc); the code generator records it per step
+/// so that the runtime profiler can report GFLOP/s per kernel.
+pub fn node_flops(g: &Graph, n: NodeIndex) -> Result<Dim, String> {
+    let node = g.node(n);
+    let ins: Vec<TensorType> = g.operands(n).iter().map(|v| g.value_type(*v).cloned()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let Some(out) = node.outputs.first() else { return Ok(Dim::Const(0)) };
+    let on = numel_dim(&out.shape);
+    let operand = |i: usize| ins.get(i).map(|t| &t.shape[..]).ok_or_else(|| format!("`{}` node {} has no operand {i}", node.op.mnemonic(), n.index()));
+    let dim = |s: &[Dim], i: usize| {
+        s.get(i).cloned().ok_or_else(|| format!("`{}` node {}: operand of rank {} has no dim {i}", node.op.mnemonic(), n.index(), s.len()))
+    };
+    let last = |s: &[Dim]| s.last().cloned().unwrap_or(Dim::Const(0));
+    let two = Dim::Const(2);
+    let plus_bias = |f: Dim, bias: bool| if bias { f.add(&on) } else { f };
+    Ok(match &node.op {
+        Op::MatMul => two.mul(&on).mul(&last(operand(0)?)),
+        Op::Linear { bias } => plus_bias(two.mul(&on).mul(&last(operand(0)?)), *bias),
+        Op::Attention { .. } => {
+            let (q, k, v) = (operand(0)?, operand(1)?, operand(2)?);
+            let bh = dim(q, 0)?.mul(&dim(q, 1)?);
+            let per = two.mul(&dim(q, 3)?).add(&two.mul(&dim(v, 3)?)).add(&Dim::Const(5));
+            bh.mul(&dim(q, 2)?).mul(&dim(k, 2)?).mul(&per)
+        }
+        Op::Conv { bias, .. } => {
+            let w = operand(1)?;
+            plus_bias(two.mul(&on).mul(&numel_dim(w.get(1..).unwrap_or(&[]))), *bias)
+        }
+        // Per token and selected expert: gate and up `[H → I]`, down `[I → H]`.
+        Op::Moe { top_k, .. } => Dim::Const(6 * *top_k as i64).mul(&on).mul(&dim(operand(2)?, 1)?),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::GroupNorm { .. } | Op::Softmax { .. } => Dim::Const(5).mul(&on),
+        Op::Reduce { .. } => numel_dim(operand(0)?),
+        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where => on,
+        _ => Dim::Const(0),
+    })
 }
 
 /// Bytes of all `param` tensors.

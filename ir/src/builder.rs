@@ -263,6 +263,12 @@ impl Builder {
         let n = self.push(Op::TopK { k }, &[x])?;
         Ok((ValueRef::new(n, 0), ValueRef::new(n, 1)))
     }
+    /// Fused sparse MoE MLP ([`Op::Moe`]): `(x [T, H], logits [T, E],
+    /// w_gate [E, I, H], w_up [E, I, H], w_down [E, H, I]) → [T, H]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe(&mut self, x: ValueRef, logits: ValueRef, w_gate: ValueRef, w_up: ValueRef, w_down: ValueRef, top_k: usize, norm_topk: bool, act: UnaryOp) -> BResult {
+        self.push1(Op::Moe { top_k, norm_topk, act }, &[x, logits, w_gate, w_up, w_down])
+    }
 
     // ----- annotations and outputs -----
     pub fn annotate(&mut self, v: ValueRef, role: Role) {

@@ -454,5 +454,41 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
             *sh.last_mut().expect("rank ≥ 1") = Dim::Const(*k as i64);
             Ok(vec![TensorType::new(x.dtype, sh.clone()), TensorType::new(DType::I64, sh)])
         }
+        Op::Moe { top_k, .. } => infer_moe(*top_k, ins),
     }
+}
+
+/// `moe`: `(x [T, H], logits [T, E], w_gate [E, I, H], w_up [E, I, H], w_down [E, H, I]) → [T, H]`.
+fn infer_moe(top_k: usize, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    let names = ["x", "logits", "w_gate", "w_up", "w_down"];
+    let ranks = [2, 2, 3, 3, 3];
+    for (i, t) in ins.iter().enumerate() {
+        need_float(t, names[i])?;
+        same_dtype(ins[0], t, &format!("x and {}", names[i]))?;
+        if t.rank() != ranks[i] {
+            return Err(format!("{} must have rank {}, found {}", names[i], ranks[i], s(t)));
+        }
+    }
+    let (x, logits, wg, wu, wd) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+    let (t, h, e, inner) = (&x.shape[0], &x.shape[1], &logits.shape[1], &wg.shape[1]);
+    if &logits.shape[0] != t {
+        return Err(format!("logits {} and x {} differ in token count", s(logits), s(x)));
+    }
+    let want_up = vec![e.clone(), inner.clone(), h.clone()];
+    if wg.shape != want_up || wu.shape != want_up {
+        return Err(format!("w_gate {} and w_up {} must both be [E, I, H] = {} for x {} and logits {}", s(wg), s(wu), shape_str(&want_up), s(x), s(logits)));
+    }
+    let want_down = vec![e.clone(), h.clone(), inner.clone()];
+    if wd.shape != want_down {
+        return Err(format!("w_down {} must be [E, H, I] = {}", s(wd), shape_str(&want_down)));
+    }
+    if top_k == 0 {
+        return Err("moe with top_k = 0".into());
+    }
+    if let Some(n) = e.as_const() {
+        if top_k as i64 > n {
+            return Err(format!("top_k = {top_k} exceeds the {n} experts of logits {}", s(logits)));
+        }
+    }
+    Ok(vec![TensorType::new(x.dtype, vec![t.clone(), h.clone()])])
 }

@@ -29,5 +29,5 @@ pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Annotation, Graph, Node, Role, ValueRef};
 pub use op::{BinaryOp, CmpOp, Literal, Op, ReduceOp, TensorType, UnaryOp};
-pub use program::{CachePolicy, Control, DenoiseSpec, Guidance, Program, SigmaSchedule, Stage, TeaCacheSpec};
+pub use program::{CachePolicy, Control, DecodeSpec, DenoiseSpec, Guidance, Program, SigmaSchedule, Stage, TeaCacheSpec};
 pub use shape::{Dim, Shape};

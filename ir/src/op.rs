@@ -297,6 +297,17 @@ pub enum Op {
     /// Along the last axis: the `k` largest values in descending order and
     /// their indices (i64); ties keep the lower index first. Two results.
     TopK { k: usize },
+    /// Sparse mixture-of-experts gated MLP with top-k routing, fused
+    /// (transformers `Qwen3MoeSparseMoeBlock` without its router linear):
+    /// `(x [T, H], logits [T, E], w_gate [E, I, H], w_up [E, I, H], w_down [E, H, I]) → [T, H]`.
+    /// Per token `t`: `p = softmax(logits[t])`; `(v, i) = topk(p, top_k)`
+    /// (ties keep the lower expert first, as [`Op::TopK`]); when
+    /// `norm_topk`, `v = v / Σⱼ v[j]`. Selected expert `e = i[j]` computes
+    /// `y_e = (act(x[t] · w_gate[e]ᵀ) ⊙ (x[t] · w_up[e]ᵀ)) · w_down[e]ᵀ`, and
+    /// `y[t] = Σⱼ v[j] · y_{i[j]}`, summed in ascending expert order. Experts
+    /// a token did not select are not computed. All operands share one float
+    /// dtype; `1 ≤ top_k ≤ E`.
+    Moe { top_k: usize, norm_topk: bool, act: UnaryOp },
 }
 
 impl Op {
@@ -336,6 +347,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Gather { .. } => "gather",
             Op::TopK { .. } => "topk",
+            Op::Moe { .. } => "moe",
         }
     }
 
@@ -357,6 +369,7 @@ impl Op {
             | Op::TopK { .. } => (1, 1),
             Op::Binary(_) | Op::Compare(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
             Op::Where => (3, 3),
+            Op::Moe { .. } => (5, 5),
             Op::LayerNorm { weight, bias, .. } => {
                 let n = 1 + *weight as usize + *bias as usize;
                 (n, n)

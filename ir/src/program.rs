@@ -19,6 +19,8 @@ pub enum Control {
     Forward { stage: String },
     /// A diffusion sampling loop around a model stage (see [`DenoiseSpec`]).
     Denoise(DenoiseSpec),
+    /// Autoregressive generation with a KV cache (see [`DecodeSpec`]).
+    Decode(DecodeSpec),
 }
 
 impl Control {
@@ -27,6 +29,7 @@ impl Control {
         match self {
             Control::Forward { stage } => vec![stage.as_str()],
             Control::Denoise(d) => d.stage_names(),
+            Control::Decode(d) => d.stage_names(),
         }
     }
 }
@@ -85,6 +88,51 @@ pub struct DenoiseSpec {
     pub cfg_batch: Option<Vec<String>>,
     /// A block-skipping cache (the `teacache` pass), if any.
     pub cache: Option<CachePolicy>,
+}
+
+/// Autoregressive decoding of a causal LM with a key/value cache:
+///
+/// ```text
+/// logits, new = prefill(tokens = prompt [1, P])          new: [1, P, ...] per cache entry
+/// cache[e][0..P] = new[e]                                 cache preallocated for max_len positions
+/// loop: t = sample(logits[0, -1]); stop on eos / max tokens
+///       logits, new = step(tokens = [[t]], past[e] = cache[e][0..n])   (n = tokens so far)
+///       cache[e][n] = new[e]
+/// ```
+///
+/// Every cache entry is a pair (output of `prefill` and `step` holding the
+/// entries of the new positions, axis 1 = position; input of `step`
+/// receiving the cached positions `[1, past, ...]`). The step stage's
+/// cached inputs have the symbolic length `past`, so one step costs one
+/// stage call whatever the length, and the prefix is never recomputed.
+/// `forward` is the plain full-sequence stage (all logits), kept for
+/// checking and scoring. The runtime (`omnic_runtime::program::decode`)
+/// runs the loop and the sampling; the artifact manifest mirrors this spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodeSpec {
+    /// Full-sequence stage: token ids `[batch, seq]` → logits `[batch, seq, vocab]`.
+    pub forward: String,
+    /// Prompt stage: token ids `[1, seq]` → last-position logits and the cache entries.
+    pub prefill: String,
+    /// One-token stage: token ids `[1, 1]` and the cached entries → logits and new entries.
+    pub step: String,
+    /// Input of all three stages holding the token ids (i64).
+    pub tokens: String,
+    /// Output of all three stages holding the logits `[.., n, vocab]` (the last row is sampled).
+    pub logits: String,
+    /// (output with the new positions' entries, step input with the cached ones).
+    pub cache: Vec<(String, String)>,
+    /// Positions the cache holds (prompt plus generated tokens).
+    pub max_len: usize,
+    /// Token ids that end generation (generation_config.json `eos_token_id`).
+    pub eos: Vec<i64>,
+}
+
+impl DecodeSpec {
+    /// The stages the control runs: forward, prefill, step.
+    pub fn stage_names(&self) -> Vec<&str> {
+        vec![self.forward.as_str(), self.prefill.as_str(), self.step.as_str()]
+    }
 }
 
 /// How the timestep schedule is requested from the scheduler.

@@ -9,6 +9,9 @@ use crate::op::Op;
 use crate::program::Program;
 use std::collections::{HashMap, HashSet};
 
+#[path = "verify_decode.rs"]
+mod decode;
+
 /// Text-form names of nodes: `%k` numbered in topological order (the
 /// printer uses the same numbering).
 pub fn value_names(g: &Graph) -> Result<HashMap<petgraph::stable_graph::NodeIndex, usize>, IrError> {
@@ -101,6 +104,9 @@ pub fn verify_program(p: &Program) -> Result<(), IrError> {
     }
     if let crate::program::Control::Denoise(d) = &p.control {
         verify_denoise(p, d)?;
+    }
+    if let crate::program::Control::Decode(d) = &p.control {
+        decode::verify_decode(p, d)?;
     }
     Ok(())
 }

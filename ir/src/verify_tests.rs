@@ -923,6 +923,29 @@ fn topk_k_too_large_or_zero() {
     has(&msg, &["`topk`", "%1", "k = 0 for topk of [2,n]"]);
 }
 
+#[test]
+fn moe_weights_dtypes_and_k() {
+    let moe = |wd: &[usize], k: usize, logits_dt: DType| {
+        let mut c = Case::new();
+        let x = c.input("x", F32, &[3, 4]);
+        let l = c.input("l", logits_dt, &[3, 2]);
+        let wg = c.input("wg", F32, &[2, 5, 4]);
+        let wu = c.input("wu", F32, &[2, 5, 4]);
+        let wd = c.input("wd", F32, wd);
+        c.bad(Op::Moe { top_k: k, norm_topk: true, act: UnaryOp::Silu }, &[x, l, wg, wu, wd])
+    };
+    has(&moe(&[2, 5, 4], 1, F32), &["`moe`", "%5", "w_down [2,5,4] must be [E, H, I] = [2,4,5]"]);
+    has(&moe(&[2, 4, 5], 3, F32), &["`moe`", "top_k = 3 exceeds the 2 experts of logits [3,2]"]);
+    has(&moe(&[2, 4, 5], 0, F32), &["`moe`", "top_k = 0"]);
+    has(&moe(&[2, 4, 5], 1, F16), &["`moe`", "x and logits: dtypes differ (f32 vs f16)"]);
+    let mut c = Case::new();
+    let x = c.input("x", F32, &[3, 4]);
+    let l = c.input("l", F32, &[7, 2]);
+    let w = c.input("w", F32, &[2, 4, 4]);
+    let msg = c.bad(Op::Moe { top_k: 1, norm_topk: false, act: UnaryOp::Relu }, &[x, l, w, w, w]);
+    has(&msg, &["`moe`", "logits [7,2] and x [3,4] differ in token count"]);
+}
+
 // ---------------------------------------------------------------- verifier structure
 
 #[test]

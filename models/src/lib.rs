@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod error;
 pub mod eval_runner;
 pub mod layers;
+pub mod lora;
 pub mod parity;
 pub mod pipeline;
 mod registry;
@@ -40,6 +41,11 @@ use omnic_ir::Program;
 pub struct ImportOptions {
     /// Also output the fixtures' `inter.*` intermediates (for debugging).
     pub intermediates: bool,
+    /// Positions of the KV cache of causal LMs' decode programs (default:
+    /// `max_position_embeddings` capped at 2048).
+    pub max_len: Option<usize>,
+    /// Keep LoRA slots (a run-time low-rank path) on linear layers (see [`lora`]).
+    pub lora: Option<lora::SlotOptions>,
 }
 
 /// An imported model: its program, the checkpoint the program's `param`s

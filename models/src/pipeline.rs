@@ -9,7 +9,7 @@
 //! | family | pipeline | loop |
 //! | --- | --- | --- |
 //! | `flux` | `FluxPipeline` | `sigmas = linspace(1, 1/N, N)`, `mu` from the image tokens, the model gets `t / 1000`; latents `latents` → `hidden_states`, `prompt_embeds` → `encoder_hidden_states`, `pooled_prompt_embeds` → `pooled_projections`, `img_ids` / `txt_ids` by name; 28 steps |
-//! | `dit` | `DiTPipeline` | the scheduler's own `set_timesteps(N)` (DDIM), the model gets the integer timestep as int64; latents `latents` → `hidden_states`, `class_labels` (int64, one per sample) by name; class CFG with the null class `num_embeds_ada_norm` for the unconditional call, guidance scale 4; 50 steps |
+//! | `dit` | `DiTPipeline` | the scheduler's own `set_timesteps(N)` (DDIM), the model gets the integer timestep as int64; latents `latents` → `hidden_states`, `class_labels` (int64, one per sample) by name; class CFG with the null class `num_embeds_ada_norm` for the unconditional call, guidance scale 4; 50 steps; a learned-sigma model (`out_channels = 2·in_channels`) steps with the eps half (body output `eps`, the first `in_channels` channels of `sample`) |
 //!
 //! Guidance (FluxPipeline's defaults): a model with guidance embeddings
 //! (FLUX.1-dev) gets distilled guidance through its `guidance` input, scale
@@ -97,9 +97,11 @@ pub fn denoise_control(family: &str, md: &ModelDir, program: &mut Program) -> Re
                 });
             };
             let timestep_i64 = g.inputs().iter().any(|(k, n)| k == "timestep" && g.node(*n).outputs.first().is_some_and(|t| t.dtype == omnic_ir::DType::I64));
+            let body = stage.name.clone();
+            let prediction_output = learned_sigma_eps(md, program)?;
             program.metadata.insert("pipeline".into(), "DiTPipeline".into());
             DenoiseSpec {
-                body: stage.name.clone(),
+                body,
                 scheduler_config: text,
                 steps: DIT_DEFAULT_STEPS,
                 sigmas: SigmaSchedule::Scheduler,
@@ -108,7 +110,7 @@ pub fn denoise_control(family: &str, md: &ModelDir, program: &mut Program) -> Re
                 timestep_input: "timestep".into(),
                 timestep_div: 1.0,
                 timestep_i64,
-                prediction_output: "sample".into(),
+                prediction_output,
                 inputs: Vec::new(),
                 guidance: Guidance::ClassCfg { scale: DIT_DEFAULT_GUIDANCE, labels: "class_labels".into(), null_class },
                 cfg_batch: None,
@@ -118,4 +120,31 @@ pub fn denoise_control(family: &str, md: &ModelDir, program: &mut Program) -> Re
         _ => return Ok(None),
     };
     Ok(Some(spec))
+}
+
+/// DiTPipeline's learned sigma: when `out_channels == 2 · in_channels` the
+/// model predicts eps and the variance; the pipeline combines guidance on
+/// and steps with the first `in_channels` channels only. Adds that slice as
+/// body output `eps` and returns the prediction output's name (`sample`
+/// when the model predicts eps alone).
+fn learned_sigma_eps(md: &ModelDir, program: &mut Program) -> Result<String> {
+    let cfg = &md.config.value;
+    let Some(in_ch) = cfg.get("in_channels").and_then(|v| v.as_i64()) else { return Ok("sample".into()) };
+    let out_ch = cfg.get("out_channels").and_then(|v| v.as_i64()).unwrap_or(in_ch);
+    if out_ch != 2 * in_ch {
+        return Ok("sample".into());
+    }
+    let Some(stage) = program.stages.first_mut() else { return Ok("sample".into()) };
+    let g = &mut stage.graph;
+    let Some(sample) = g.output("sample") else {
+        return Err(ImportError::Config {
+            path: md.config.path.display().to_string(),
+            field: "out_channels".into(),
+            message: "learned sigma (out_channels = 2·in_channels) needs the model output `sample`".into(),
+        });
+    };
+    let n = g.add(omnic_ir::Op::Slice { axis: 1, start: omnic_ir::shape::Dim::Const(0), end: omnic_ir::shape::Dim::Const(in_ch) }, &[sample])?;
+    g.node_mut(n).label = Some("learned_sigma_eps".into());
+    g.outputs.push(("eps".into(), omnic_ir::ValueRef::new(n, 0)));
+    Ok("eps".into())
 }

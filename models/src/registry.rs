@@ -63,5 +63,10 @@ pub fn import_with(dir: &Path, opts: &ImportOptions) -> Result<Imported> {
         program.control = omnic_ir::Control::Denoise(spec);
         omnic_ir::verify::verify_program(&program)?;
     }
+    // A causal LM: prefill + KV-cache step stages and the decode loop.
+    if let Some(spec) = crate::qwen::decode::decode_control(fam.name, &md, &checkpoint, opts, &mut program)? {
+        program.control = omnic_ir::Control::Decode(spec);
+        omnic_ir::verify::verify_program(&program)?;
+    }
     Ok(Imported { dir: md, checkpoint, program, family: fam.name })
 }

@@ -101,6 +101,8 @@ pub fn batched_inputs(g: &Graph, b: &str) -> Result<Vec<String>, String> {
             Op::Concat { axis } | Op::Split { axis, .. } | Op::Slice { axis, .. } => *axis != 0,
             Op::Gather { axis } => !(batched(0) && batched(1)) && (!batched(0) || *axis != 0),
             Op::TopK { .. } => ranks[0] >= 2,
+            // Tokens are routed and computed independently; the expert weights must be shared.
+            Op::Moe { .. } => (2..ins.len()).all(|i| !batched(i)),
             Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::Iota { .. } => false,
         };
         if !ok {

@@ -22,6 +22,7 @@ pub mod cse;
 pub mod dce;
 pub mod dispatch_formation;
 pub mod memory_plan;
+pub mod moe_fusion;
 pub mod qkv_fusion;
 pub mod teacache;
 

@@ -13,6 +13,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(crate::canonicalize::Canonicalize),
         Box::new(crate::cse::Cse),
         Box::new(crate::dce::Dce),
+        Box::new(crate::moe_fusion::MoeFusion),
         Box::new(crate::qkv_fusion::QkvFusion),
         Box::new(crate::const_fold::ConstFold),
         Box::new(crate::dispatch_formation::DispatchFormation),
@@ -63,7 +64,7 @@ pub fn default_pipeline(level: u8) -> &'static str {
     match level {
         0 => "",
         1 => "cfg-batching,canonicalize,const-fold,cse,dce",
-        _ => "cfg-batching,canonicalize,cse,qkv-fusion,const-fold,cse,dce,dispatch-formation,memory-plan",
+        _ => "cfg-batching,moe-fusion,canonicalize,cse,qkv-fusion,const-fold,cse,dce,dispatch-formation,memory-plan",
     }
 }
 

@@ -33,7 +33,8 @@
 //! Without coefficients the model family chooses them
 //! (`program.metadata["family"]`): `flux` and `longcat` (FLUX.1's blocks)
 //! take the published FLUX.1 polynomial, `qwenimage` the Qwen-Image one;
-//! any other family needs a calibration and is refused.
+//! any other family needs a calibration (`omnic calibrate teacache`,
+//! `omnic_runtime::program::teacache_calibrate`) and is refused without one.
 //!
 //! When it does not apply: the control is not `denoise` or already has a
 //! cache (unchanged). It fails with a clear error when the body lacks the
@@ -374,8 +375,8 @@ impl Pass for TeaCache {
                     .ok_or_else(|| {
                         fail(format!(
                             "model family `{fam}` has no published TeaCache coefficients; calibrate the rescaling polynomial \
-                             (relative change of the modulated input vs. of the model output over sample runs) and pass \
-                             `teacache{{coefficients=c4,c3,c2,c1,c0}}`"
+                             (`omnic calibrate teacache DIR -o FILE`, then `omnic compile DIR --teacache \
+                             --teacache-coefficients FILE`) or pass `teacache{{coefficients=c4,c3,c2,c1,c0}}`"
                         ))
                     })?
                     .to_vec()

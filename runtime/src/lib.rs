@@ -3,11 +3,13 @@
 //! crate nor on MLIR/LLVM: a deployment needs only an artifact and `omnirt`.
 
 pub mod artifact;
+pub mod bench;
 pub mod error;
 pub mod exec;
 pub mod image;
 pub mod io;
 pub mod kernels;
+pub mod lora;
 pub mod program;
 pub mod rng;
 pub mod sched;

@@ -46,7 +46,7 @@ fn manifest(weights: WeightSource) -> Manifest {
         pipeline: "canonicalize,cse,dce".into(),
         metadata: BTreeMap::from([("architecture".to_string(), "Toy".to_string())]),
         control: Control::Forward { stage: "forward".into() },
-        stages: vec![StageSchedule { name: "forward".into(), inputs: vec![0], outputs: vec![("out".into(), 6)], values, steps }],
+        stages: vec![StageSchedule { name: "forward".into(), inputs: vec![0], outputs: vec![("out".into(), 6)], values, steps, flops: vec![] }],
         weights,
     }
 }
@@ -176,6 +176,10 @@ fn writer_refuses_inconsistent_input() {
     m3.stages[0].steps.swap(0, 1);
     let e = write_artifact(&p, &m3, &code(), &weights()).unwrap_err().to_string();
     assert!(e.contains("used before"), "{e}");
+    let mut m4 = m.clone();
+    m4.stages[0].flops = vec![omnic_runtime::artifact::DimExpr::Const(1)];
+    let e = write_artifact(&p, &m4, &code(), &weights()).unwrap_err().to_string();
+    assert!(e.contains("stages[0].flops") && e.contains("1 FLOP counts for 2 steps"), "{e}");
     let mut ws = weights();
     ws[1].1.shape = vec![4, 8];
     let e = write_artifact(&p, &m, &code(), &ws).unwrap_err().to_string();

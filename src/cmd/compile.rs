@@ -49,9 +49,24 @@ pub struct Args {
     pub passes: PassArgs,
     /// Split a denoise program's model for TeaCache with this threshold
     /// (inserts `teacache{threshold=THRESH}` right after `cfg-batching`;
-    /// `omnirt run --teacache` can override the threshold).
-    #[arg(long, value_name = "THRESH")]
-    pub teacache: Option<f64>,
+    /// `omnirt run --teacache` can override the threshold). Without a
+    /// value: the calibration's recommended threshold (see
+    /// --teacache-coefficients), else 0.25.
+    #[arg(long, value_name = "THRESH", num_args = 0..=1)]
+    pub teacache: Option<Option<f64>>,
+    /// TeaCache rescaling polynomial: a calibration file written by
+    /// `omnic calibrate teacache`, or `c4,c3,c2,c1,c0` (highest power
+    /// first). Default: `DIR/teacache.json` when the model has one, else
+    /// the family's published coefficients (FLUX.1, Qwen-Image).
+    #[arg(long, value_name = "FILE|LIST")]
+    pub teacache_coefficients: Option<String>,
+    #[command(flatten)]
+    pub lora: super::lora_opts::LoraArgs,
+    /// Causal LMs: positions of the KV cache the decode loop preallocates
+    /// (prompt plus generated tokens); default `max_position_embeddings`
+    /// capped at 2048.
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
     /// Print the final IR (`ir`) or every generated kernel at a level
     /// (`mlir` as built, `llvm-dialect` after lowering, `llvm` optimised IR,
     /// `asm`) to standard output.
@@ -71,8 +86,9 @@ pub fn run(a: Args) -> Result<()> {
     let t_start = Instant::now();
     let target = omnic_codegen::target(&a.target)?;
     let mut pipeline = a.passes.passes.clone().unwrap_or_else(|| omnic_passes::manager::default_pipeline(a.passes.opt_level).to_string());
-    if let Some(t) = a.teacache {
-        pipeline = with_teacache(&pipeline, t)?;
+    let teacache = super::teacache_opts::resolve(&a.dir, a.teacache, a.teacache_coefficients.as_deref())?;
+    if let Some(tc) = &teacache {
+        pipeline = with_teacache(&pipeline, tc)?;
     }
     let pm = PassArgs { passes: Some(pipeline.clone()), ..a.passes.clone() }.manager()?;
     let aot_opts = AotOptions { cpu: a.cpu.clone(), features: a.cpu_features.clone(), ..AotOptions::default() };
@@ -80,7 +96,12 @@ pub fn run(a: Args) -> Result<()> {
     let chatty = a.emit.is_none();
 
     let t = Instant::now();
-    let mut imp = omnic_models::import(&a.dir)?;
+    if a.external_weights && !a.lora.lora.is_empty() {
+        bail!("--lora merges adapters into the weights, which --external-weights leaves in the checkpoint files; drop --external-weights, or compile with --lora-slots and bind the adapter with `omnirt run --lora`");
+    }
+    let import_opts = omnic_models::ImportOptions { lora: a.lora.slots()?, max_len: a.max_len, ..Default::default() };
+    let mut imp = omnic_models::import_with(&a.dir, &import_opts)?;
+    let lora_note = a.lora.merge(&mut imp)?;
     let t_import = ms(t);
     let t = Instant::now();
     let mut cx = PassContext::with_weights(&imp.checkpoint);
@@ -93,6 +114,7 @@ pub fn run(a: Args) -> Result<()> {
     let control = match &imp.program.control {
         omnic_ir::Control::Forward { stage } => Control::Forward { stage: stage.clone() },
         omnic_ir::Control::Denoise(d) => Control::Denoise(omnic_frontend::convert::denoise_spec(d)),
+        omnic_ir::Control::Decode(d) => Control::Decode(omnic_frontend::convert::decode_spec(d)),
     };
     let ir_text = omnic_ir::text::print_program(&imp.program);
     if a.emit.as_deref() == Some("ir") {
@@ -116,8 +138,15 @@ pub fn run(a: Args) -> Result<()> {
     let mut metadata: BTreeMap<String, String> = imp.program.metadata.clone();
     metadata.insert("family".into(), imp.family.to_string());
     metadata.entry("architecture".into()).or_insert_with(|| imp.dir.class.clone());
+    if matches!(imp.program.control, omnic_ir::Control::Decode(_)) {
+        // The tokenizer travels with a causal LM (`omnirt generate --prompt`).
+        if let Some(text) = omnic_models::qwen::decode::tokenizer_json(&imp.dir.model)? {
+            metadata.insert(omnic_runtime::program::decode::TOKENIZER_KEY.into(), text);
+        }
+    }
     let t = Instant::now();
-    let (weights, source) = collect_weights(&stages, &imp.checkpoint, &imp.dir.model, &derived, a.external_weights)?;
+    let (mut weights, source) = collect_weights(&stages, &imp.checkpoint, &imp.dir.model, &derived, a.external_weights)?;
+    super::pack_weights::pack_linear_weights(&stages, &mut weights, &mut metadata)?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         compiler: format!("omnic {}", env!("CARGO_PKG_VERSION")),
@@ -172,6 +201,12 @@ pub fn run(a: Args) -> Result<()> {
         tm.codegen.as_secs_f64() * 1e3,
         tm.link.as_secs_f64() * 1e3,
     );
+    if let (Some(note), true) = (&lora_note, chatty) {
+        println!("{note}");
+    }
+    if let (Some(tc), true) = (&teacache, chatty) {
+        println!("teacache: threshold {}, coefficients from {}", tc.threshold, tc.source);
+    }
     if chatty {
         println!("{line}\n{detail}");
     } else {
@@ -316,10 +351,7 @@ fn collect_weights(
 /// `pipeline` with `teacache{threshold=T}` right after its `cfg-batching`
 /// (first in the pipeline when it has none); it must run before
 /// `dispatch-formation`.
-fn with_teacache(pipeline: &str, threshold: f64) -> Result<String> {
-    if !threshold.is_finite() {
-        bail!("--teacache {threshold}: the threshold must be a finite number");
-    }
+fn with_teacache(pipeline: &str, tc: &super::teacache_opts::TeaCacheChoice) -> Result<String> {
     let mut passes: Vec<String> = pipeline.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect();
     let name = |p: &str| p.split('{').next().unwrap_or(p).trim().to_string();
     if passes.iter().any(|p| name(p) == "teacache") {
@@ -331,7 +363,7 @@ fn with_teacache(pipeline: &str, threshold: f64) -> Result<String> {
             bail!("--teacache: `cfg-batching` runs after `dispatch-formation` in `{pipeline}`; teacache must run before dispatch-formation");
         }
     }
-    passes.insert(at, format!("teacache{{threshold={threshold}}}"));
+    passes.insert(at, super::teacache_opts::pass_element(tc));
     Ok(passes.join(","))
 }
 

@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let imp = omnic_models::import_with(&a.dir, &omnic_models::ImportOptions { intermediates: a.intermediates })?;
+    let imp = omnic_models::import_with(&a.dir, &omnic_models::ImportOptions { intermediates: a.intermediates, ..Default::default() })?;
     let text = omnic_ir::text::print_program(&imp.program);
     match a.output {
         Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,

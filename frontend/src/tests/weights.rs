@@ -55,3 +55,20 @@ fn errors_name_tensor_shapes_and_dtype() {
     let e = Checkpoint::open(empty.path()).err().unwrap().to_string();
     assert!(e.contains("*.safetensors"), "{e}");
 }
+
+#[test]
+fn overlays_replace_values_in_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let h = HostTensor { dtype: ElemType::BF16, shape: vec![2], data: [half::bf16::from_f32(1.0), half::bf16::from_f32(2.0)].iter().flat_map(|x| x.to_le_bytes()).collect() };
+    io::write(&d.path().join("model.safetensors"), &[("a.weight".into(), t(&[2, 3])), ("h".into(), h)], None).unwrap();
+    let mut c = Checkpoint::open(d.path()).unwrap();
+    c.set_overlay("h", &[2], vec![1.25, -7.5]).unwrap();
+    assert!(c.is_overlaid("h") && !c.is_overlaid("a.weight"));
+    assert_eq!(c.f32("h").unwrap().1, vec![1.25, -7.5]);
+    assert_eq!(c.info("h").unwrap(), TensorInfo { dtype: ElemType::F32, shape: vec![2] });
+    assert_eq!(WeightStore::weight(&c, "h").unwrap().to_f64_vec(), vec![1.25, -7.5]);
+    let e = c.set_overlay("a.weight", &[3, 2], vec![0.0; 6]).unwrap_err().to_string();
+    assert!(e.contains("tensor `a.weight` has shape [3, 2], expected [2, 3]"), "{e}");
+    assert!(c.set_overlay("missing", &[1], vec![0.0]).unwrap_err().to_string().contains("tensor `missing` is missing"));
+    assert_eq!(c.f32("a.weight").unwrap().1, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+}

@@ -7,6 +7,7 @@
 //! results are always rounded to their type.
 
 pub mod kernels;
+pub mod moe;
 pub mod tensor;
 #[cfg(test)]
 mod tests;
@@ -254,5 +255,6 @@ fn eval_node(
             let (v, i) = k::topk(a[0], *kk)?;
             Ok(vec![v, i])
         }
+        Op::Moe { top_k, norm_topk, act } => one(moe::moe(a[0], a[1], a[2], a[3], a[4], *top_k, *norm_topk, *act, keep)),
     }
 }

@@ -37,6 +37,8 @@ pub(super) enum Kind {
     Pairs,
     /// `f32[2,3]`
     Type,
+    /// An elementwise function by its mnemonic: `silu`.
+    Unary,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Dims => "a list of dimensions like `[batch,16]`",
             Kind::Pairs => "a list of pairs like `[(0,1),(2,2)]`",
             Kind::Type => "a tensor type like `f32[2,3]`",
+            Kind::Unary => "a unary function like `silu`",
         }
     }
 }
@@ -70,6 +73,7 @@ pub(super) enum Attr {
     Dims(Vec<Dim>),
     Pairs(Vec<(usize, usize)>),
     Type(TensorType),
+    Unary(UnaryOp),
 }
 
 impl fmt::Display for Attr {
@@ -92,6 +96,7 @@ impl fmt::Display for Attr {
                 write!(f, "[{}]", parts.join(","))
             }
             Attr::Type(t) => write!(f, "{t}"),
+            Attr::Unary(u) => f.write_str(u.name()),
         }
     }
 }
@@ -125,6 +130,7 @@ fn prototypes() -> Vec<Op> {
         Op::Slice { axis: 0, start: Dim::Const(0), end: Dim::Const(0) },
         Op::Gather { axis: 0 },
         Op::TopK { k: 0 },
+        Op::Moe { top_k: 0, norm_topk: false, act: UnaryOp::Silu },
     ];
     ops.extend(UnaryOp::ALL.iter().map(|&u| Op::Unary(u)));
     ops.extend(BinaryOp::ALL.iter().map(|&b| Op::Binary(b)));
@@ -170,6 +176,7 @@ pub(super) fn schema(op: &Op) -> &'static [(&'static str, Kind)] {
         Op::Split { .. } => &[("axis", Uint), ("sizes", Dims)],
         Op::Slice { .. } => &[("axis", Uint), ("start", Dim), ("end", Dim)],
         Op::TopK { .. } => &[("k", Uint)],
+        Op::Moe { .. } => &[("top_k", Uint), ("norm_topk", Bool), ("act", Unary)],
     }
 }
 
@@ -224,6 +231,7 @@ pub(super) fn attrs_of(op: &Op, outputs: &[TensorType]) -> Vec<(&'static str, At
             vec![("axis", Attr::Uint(*axis)), ("start", Attr::Dim(start.clone())), ("end", Attr::Dim(end.clone()))]
         }
         Op::TopK { k } => vec![("k", Attr::Uint(*k))],
+        Op::Moe { top_k, norm_topk, act } => vec![("top_k", Attr::Uint(*top_k)), ("norm_topk", Attr::Bool(*norm_topk)), ("act", Attr::Unary(*act))],
     }
 }
 
@@ -263,6 +271,7 @@ impl Attrs {
     getter!(uints, Uints, Vec<usize>);
     getter!(dims, Dims, Vec<Dim>);
     getter!(pairs, Pairs, Vec<(usize, usize)>);
+    getter!(unary, Unary, UnaryOp);
 }
 
 /// The op of family `proto` with its fields taken from `a`. Source ops
@@ -296,6 +305,7 @@ pub(super) fn build(proto: Op, a: &mut Attrs) -> Result<Op, String> {
         Op::Split { .. } => Op::Split { axis: a.uint("axis")?, sizes: a.dims("sizes")? },
         Op::Slice { .. } => Op::Slice { axis: a.uint("axis")?, start: a.dim("start")?, end: a.dim("end")? },
         Op::TopK { .. } => Op::TopK { k: a.uint("k")? },
+        Op::Moe { .. } => Op::Moe { top_k: a.uint("top_k")?, norm_topk: a.boolean("norm_topk")?, act: a.unary("act")? },
         other @ (Op::Input { .. }
         | Op::Param { .. }
         | Op::Constant(_)

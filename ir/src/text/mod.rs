@@ -45,6 +45,7 @@
 //! stage     := 'stage' STRING '{' NL body '}' NL
 //! control   := 'control' 'forward' STRING NL
 //!            | 'control' 'denoise' STRING '{' NL { dfield NL } '}' NL
+//!            | 'control' 'decode' '{' NL { kfield NL } '}' NL
 //! dfield    := 'scheduler' STRING | 'steps' INT | 'sigmas' ('scheduler' | 'flow_linspace')
 //!            | 'latents' STRING '->' STRING | 'timestep' STRING '/' FLOAT | 'timestep_i64'
 //!            | 'prediction' STRING | 'input' STRING '->' STRING
@@ -54,6 +55,9 @@
 //!            | 'teacache' FLOAT '[' FLOAT {',' FLOAT} ']' 'pre' STRING 'blocks' STRING
 //!              'post' STRING 'modulated' STRING
 //!            | 'residual' STRING '->' STRING
+//! kfield    := 'forward' STRING | 'prefill' STRING | 'step' STRING | 'tokens' STRING
+//!            | 'logits' STRING | 'max_len' INT | 'eos' '[' [INT {',' INT}] ']'
+//!            | 'cache' STRING '->' STRING
 //! body      := { node | output }                   (at least one output)
 //! output    := 'output' STRING '=' use NL
 //! node      := VALUE [':' INT] '=' MNEMONIC [payload] [operands] [attrs]
@@ -105,6 +109,9 @@
 //!   `a` onto body input `b` (`latents`, `input`, `negative`) or pairs the
 //!   stream entering the block stack with the one leaving it (`residual`).
 //!   The printer writes the fields in the order of the grammar.
+//! - `control decode` is [`crate::program::DecodeSpec`]: one field per
+//!   line, `cache` repeats (`new output -> cached step input`), the others
+//!   appear once and are all required.
 
 mod attrs;
 mod cursor;

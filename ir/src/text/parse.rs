@@ -12,7 +12,7 @@ use super::lexical::quote;
 use crate::error::IrError;
 use crate::graph::{Annotation, Graph, Role, ValueRef};
 use crate::op::{Literal, Op, TensorType};
-use crate::program::{CachePolicy, Control, DenoiseSpec, Guidance, Program, SigmaSchedule, Stage, TeaCacheSpec};
+use crate::program::{CachePolicy, Control, DecodeSpec, DenoiseSpec, Guidance, Program, SigmaSchedule, Stage, TeaCacheSpec};
 use crate::verify::verify_graph;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, HashMap};
@@ -73,7 +73,7 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
                 if let Some((_, first, _)) = &control {
                     return Err(cur.err_at(at, format!("second `control` statement (the first is at line {first})")));
                 }
-                let (kind, kind_at) = cur.ident("a control kind (`forward` or `denoise`)")?;
+                let (kind, kind_at) = cur.ident("a control kind (`forward`, `denoise` or `decode`)")?;
                 match kind.as_str() {
                     "forward" => {
                         let stage_at = cur.pos();
@@ -86,7 +86,12 @@ pub fn parse_program(src: &str) -> Result<Program, IrError> {
                         let spec = parse_denoise(&mut lines, &mut cur)?;
                         control = Some((Control::Denoise(spec), line, body_at));
                     }
-                    _ => return Err(cur.err_at(kind_at, format!("unknown control `{kind}` (expected `forward` or `denoise`)"))),
+                    "decode" => {
+                        let (line, at) = (cur.line, cur.pos());
+                        let spec = parse_decode(&mut lines, &mut cur)?;
+                        control = Some((Control::Decode(spec), line, at));
+                    }
+                    _ => return Err(cur.err_at(kind_at, format!("unknown control `{kind}` (expected `forward`, `denoise` or `decode`)"))),
                 }
             }
             _ => return Err(cur.err_at(at, format!("expected {top}, found `{kw}`"))),
@@ -251,6 +256,71 @@ fn parse_denoise(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DenoiseSpe
         guidance,
         cfg_batch,
         cache,
+    })
+}
+
+/// Fields of `control decode` that appear at most once.
+const DECODE_SINGLE: [&str; 7] = ["forward", "prefill", "step", "tokens", "logits", "max_len", "eos"];
+
+/// The rest of `control decode {` and its field lines up to `}`.
+fn parse_decode(lines: &mut Lines<'_>, cur: &mut Cur<'_>) -> PResult<DecodeSpec> {
+    cur.expect('{')?;
+    cur.expect_end()?;
+    let open_line = cur.line;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let (mut forward, mut prefill, mut step, mut tokens, mut logits, mut max_len, mut eos) = (None, None, None, None, None, None, None);
+    let mut cache = Vec::new();
+    let (close_line, close_at) = loop {
+        let Some(mut c) = lines.next_stmt() else {
+            return Err(lines.eof(&format!("`}}` closing `control decode` from line {open_line}")));
+        };
+        let at = c.pos();
+        if c.eat('}') {
+            c.expect_end()?;
+            break (c.line, at);
+        }
+        let (kw, kw_at) = c.ident("a decode field (`forward`, `prefill`, `step`, `tokens`, `logits`, `max_len`, `eos`, `cache`) or `}`")?;
+        if DECODE_SINGLE.contains(&kw.as_str()) {
+            if let Some(first) = seen.get(&kw) {
+                return Err(c.err_at(kw_at, format!("duplicate decode field `{kw}` (first at line {first})")));
+            }
+            seen.insert(kw.clone(), c.line);
+        }
+        match kw.as_str() {
+            "forward" => forward = Some(c.string("the quoted forward stage name")?),
+            "prefill" => prefill = Some(c.string("the quoted prefill stage name")?),
+            "step" => step = Some(c.string("the quoted step stage name")?),
+            "tokens" => tokens = Some(c.string("the quoted token-ids input")?),
+            "logits" => logits = Some(c.string("the quoted logits output")?),
+            "max_len" => {
+                let n_at = c.pos();
+                let n = c.uint("the cache length")?;
+                if n == 0 {
+                    return Err(c.err_at(n_at, "the cache holds at least one position"));
+                }
+                max_len = Some(n);
+            }
+            "eos" => {
+                if c.peek() != Some('[') {
+                    return Err(c.expected("the stop tokens like `[2]` or `[]`"));
+                }
+                eos = Some(c.list(|c| c.uint("a token id"))?.into_iter().map(|t| t as i64).collect::<Vec<i64>>());
+            }
+            "cache" => cache.push(name_pair(&mut c, "cache entry name")?),
+            _ => return Err(c.err_at(kw_at, format!("unknown decode field `{kw}`"))),
+        }
+        c.expect_end()?;
+    };
+    let missing = |what: &str| error_at(close_line, close_at + 1, format!("`control decode` is missing `{what}`"));
+    Ok(DecodeSpec {
+        forward: forward.ok_or_else(|| missing("forward"))?,
+        prefill: prefill.ok_or_else(|| missing("prefill"))?,
+        step: step.ok_or_else(|| missing("step"))?,
+        tokens: tokens.ok_or_else(|| missing("tokens"))?,
+        logits: logits.ok_or_else(|| missing("logits"))?,
+        cache,
+        max_len: max_len.ok_or_else(|| missing("max_len"))?,
+        eos: eos.ok_or_else(|| missing("eos"))?,
     })
 }
 
@@ -553,6 +623,14 @@ fn attr_value(cur: &mut Cur<'_>, kind: Kind) -> PResult<Attr> {
             Ok((a, b))
         })?),
         Kind::Type => Attr::Type(cur.tensor_type()?),
+        Kind::Unary => {
+            let (name, at) = cur.ident(what)?;
+            let u = crate::op::UnaryOp::ALL.iter().find(|u| u.name() == name).ok_or_else(|| {
+                let known: Vec<&str> = crate::op::UnaryOp::ALL.iter().map(|u| u.name()).collect();
+                cur.err_at(at, format!("unknown unary function `{name}`; expected one of {}", known.join(", ")))
+            })?;
+            Attr::Unary(*u)
+        }
     })
 }
 

@@ -7,7 +7,7 @@ use super::attrs::attrs_of;
 use super::lexical::{fmt_f64, is_ident, quote};
 use crate::graph::{Annotation, Graph, Role, ValueRef};
 use crate::op::Op;
-use crate::program::{CachePolicy, Control, DenoiseSpec, Guidance, Program};
+use crate::program::{CachePolicy, Control, DecodeSpec, DenoiseSpec, Guidance, Program};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -39,8 +39,26 @@ pub fn print_program(p: &Program) -> String {
             let _ = writeln!(out, "control forward {}", quote(stage));
         }
         Control::Denoise(d) => print_denoise(d, &mut out),
+        Control::Decode(d) => print_decode(d, &mut out),
     }
     out
+}
+
+/// `control decode { … }`, one field per line in a fixed order.
+fn print_decode(d: &DecodeSpec, out: &mut String) {
+    out.push_str("control decode {\n");
+    let _ = writeln!(out, "{INDENT}forward {}", quote(&d.forward));
+    let _ = writeln!(out, "{INDENT}prefill {}", quote(&d.prefill));
+    let _ = writeln!(out, "{INDENT}step {}", quote(&d.step));
+    let _ = writeln!(out, "{INDENT}tokens {}", quote(&d.tokens));
+    let _ = writeln!(out, "{INDENT}logits {}", quote(&d.logits));
+    let _ = writeln!(out, "{INDENT}max_len {}", d.max_len);
+    let eos: Vec<String> = d.eos.iter().map(|e| e.to_string()).collect();
+    let _ = writeln!(out, "{INDENT}eos [{}]", eos.join(", "));
+    for (new, past) in &d.cache {
+        let _ = writeln!(out, "{INDENT}cache {} -> {}", quote(new), quote(past));
+    }
+    out.push_str("}\n");
 }
 
 /// `control denoise "body" { … }`, one field per line in a fixed order.

@@ -24,7 +24,8 @@ pub fn linear(ctx: &mut Ctx, p: &str, x: V, out: usize) -> Result<V> {
     ctx.scope(p);
     let w = ctx.w(&format!("{p}.weight"), &[out, inp])?;
     let b = ctx.w_opt(&format!("{p}.bias"), &[out])?;
-    Ok(ctx.b.linear(x, w, b)?)
+    let y = ctx.b.linear(x, w, b)?;
+    crate::lora::low_rank(ctx, p, x, y, inp, out)
 }
 
 /// `nn.Linear` that must have no bias (checks the checkpoint agrees).
@@ -32,7 +33,8 @@ pub fn linear_nobias(ctx: &mut Ctx, p: &str, x: V, out: usize) -> Result<V> {
     let inp = last_dim(ctx, x)?;
     ctx.scope(p);
     let w = ctx.w(&format!("{p}.weight"), &[out, inp])?;
-    Ok(ctx.b.linear(x, w, None)?)
+    let y = ctx.b.linear(x, w, None)?;
+    crate::lora::low_rank(ctx, p, x, y, inp, out)
 }
 
 /// `nn.LayerNorm` over the last dim; affine parameters when the checkpoint

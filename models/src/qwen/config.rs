@@ -90,6 +90,10 @@ pub struct Config {
     /// `sigmoid(mlp.shared_expert_gate(x))`); 0 or absent: none.
     #[serde(default)]
     pub shared_expert_intermediate_size: usize,
+    /// Longest sequence the model was trained for (caps the decode cache).
+    pub max_position_embeddings: Option<usize>,
+    /// Stop token(s) when `generation_config.json` has none.
+    pub eos_token_id: Option<serde_json::Value>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<usize>>, D::Error> {

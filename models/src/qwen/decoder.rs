@@ -8,9 +8,12 @@
 //!
 //! Positions are a graph value: [`forward`] takes `positions` (i64 `[seq]`)
 //! and derives the rotary tables and the sliding-window mask from it, and
-//! attention uses the IR's bottom-right-aligned causal mask. A later KV-cache
-//! stage passes `offset + iota(seq)` and concatenates cached keys/values in
-//! [`self_attention`] between the rotary step and the attention op.
+//! attention uses the IR's bottom-right-aligned causal mask. The KV-cache
+//! stages ([`super::decode`]) go through [`forward_kv`]: with [`Kv::Emit`]
+//! every layer also returns its rotated keys and values of the new
+//! positions as `[B, S, kv_heads, D]`; with [`Kv::Past`] the cached ones
+//! (`[B, past, kv_heads, D]`) are concatenated in front of them between the
+//! rotary step and the attention op.
 
 use super::config::{Mlp, Spec};
 use super::moe::sparse_moe;
@@ -79,9 +82,38 @@ fn proj(ctx: &mut Ctx, p: &str, x: V, out: usize, bias: bool) -> Result<V> {
     }
 }
 
+/// What a layer does with its keys and values.
+#[derive(Clone, Copy, Debug)]
+pub enum Kv {
+    /// Plain forward: nothing kept.
+    None,
+    /// Return the new positions' keys and values (prefill).
+    Emit,
+    /// Attend over these cached keys / values `[B, past, kv_heads, D]`
+    /// followed by the new ones, and return the new ones (one decode step).
+    Past(V, V),
+}
+
+/// The outputs of [`forward_kv`].
+pub struct Decoded {
+    /// `[B, S, vocab]` (`[B, 1, vocab]` with `last_only`).
+    pub logits: V,
+    /// `[B·S, experts]` per MoE layer, in layer order.
+    pub router_logits: Vec<V>,
+    /// Per layer, the new positions' keys and values `[B, S, kv_heads, D]`
+    /// (empty for [`Kv::None`]).
+    pub kv: Vec<(V, V)>,
+}
+
 /// `Qwen*Attention` of module path `p` on `x [B, S, hidden]` with rotary
 /// tables `(cos, sin) [S, D]` and an optional additive mask.
 pub fn self_attention(ctx: &mut Ctx, p: &str, x: V, spec: &Spec, rope: (V, V), mask: Option<V>) -> Result<V> {
+    Ok(self_attention_kv(ctx, p, x, spec, rope, mask, Kv::None)?.0)
+}
+
+/// [`self_attention`] with a key/value cache mode; returns the output and,
+/// unless `kv` is [`Kv::None`], the new keys and values `[B, S, kv_heads, D]`.
+pub fn self_attention_kv(ctx: &mut Ctx, p: &str, x: V, spec: &Spec, rope: (V, V), mask: Option<V>, kv: Kv) -> Result<(V, Option<(V, V)>)> {
     let (h, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     let q = proj(ctx, &format!("{p}.q_proj"), x, h * d, spec.qkv_bias)?;
     let k = proj(ctx, &format!("{p}.k_proj"), x, kvh * d, spec.qkv_bias)?;
@@ -100,11 +132,28 @@ pub fn self_attention(ctx: &mut Ctx, p: &str, x: V, spec: &Spec, rope: (V, V), m
     let v = ctx.b.transpose(v, &[0, 2, 1, 3])?;
     let q = apply_rotary_emb(ctx, q, rope.0, rope.1, RotaryPairs::Halves)?;
     let k = apply_rotary_emb(ctx, k, rope.0, rope.1, RotaryPairs::Halves)?;
+    let (k, v, new) = match kv {
+        Kv::None => (k, v, None),
+        Kv::Emit | Kv::Past(..) => {
+            let kn = ctx.b.transpose(k, &[0, 2, 1, 3])?;
+            let vn = ctx.b.transpose(v, &[0, 2, 1, 3])?;
+            match kv {
+                Kv::Past(pk, pv) => {
+                    let pk = ctx.b.transpose(pk, &[0, 2, 1, 3])?;
+                    let pv = ctx.b.transpose(pv, &[0, 2, 1, 3])?;
+                    let k = ctx.b.concat(&[pk, k], 2)?;
+                    let v = ctx.b.concat(&[pv, v], 2)?;
+                    (k, v, Some((kn, vn)))
+                }
+                _ => (k, v, Some((kn, vn))),
+            }
+        }
+    };
     // GQA: the attention op maps query head i to key/value head i / (h / kvh),
     // as `repeat_kv` does; scale 1/√D; causal.
     let a = ctx.b.attention(q, k, v, mask, None, true)?;
     let a = crate::layers::merge_heads(ctx, a)?;
-    proj(ctx, &format!("{p}.o_proj"), a, spec.hidden, spec.o_bias)
+    Ok((proj(ctx, &format!("{p}.o_proj"), a, spec.hidden, spec.o_bias)?, new))
 }
 
 /// `Qwen*MLP`: `down_proj(act(gate_proj(x)) · up_proj(x))`.
@@ -120,6 +169,18 @@ pub fn gated_mlp(ctx: &mut Ctx, p: &str, x: V, inner: usize, out: usize, act: Un
 /// logits `[B, S, vocab]` and the router logits `[B·S, experts]` of every
 /// MoE layer, in layer order.
 pub fn forward(ctx: &mut Ctx, spec: &Spec, ids: V, positions: V) -> Result<(V, Vec<V>)> {
+    let d = forward_kv(ctx, spec, ids, positions, positions, &vec![Kv::None; spec.layers], false)?;
+    Ok((d.logits, d.router_logits))
+}
+
+/// The causal LM on `ids [B, S]` at `positions [S]` with key positions
+/// `k_positions [Sk]` (for the sliding-window masks: `positions` itself,
+/// or the cached positions followed by them), one [`Kv`] per layer, and
+/// with `last_only` the final norm and LM head on the last position only.
+pub fn forward_kv(ctx: &mut Ctx, spec: &Spec, ids: V, positions: V, k_positions: V, kv: &[Kv], last_only: bool) -> Result<Decoded> {
+    if kv.len() != spec.layers {
+        return Err(ImportError::Ir(IrError::Graph(format!("{} cache modes for {} layers", kv.len(), spec.layers))));
+    }
     ctx.scope("model.embed_tokens");
     let table = ctx.w("model.embed_tokens.weight", &[spec.vocab, spec.hidden])?;
     let mut h = ctx.b.gather(table, ids, 0)?;
@@ -133,16 +194,18 @@ pub fn forward(ctx: &mut Ctx, spec: &Spec, ids: V, positions: V) -> Result<(V, V
     for w in spec.windows.iter().flatten() {
         if !masks.iter().any(|(x, _)| x == w) {
             ctx.scope("model.sliding_window_mask");
-            masks.push((*w, sliding_window_mask(ctx, positions, positions, *w)?));
+            masks.push((*w, sliding_window_mask(ctx, positions, k_positions, *w)?));
         }
     }
     let mut router_logits = Vec::new();
+    let mut new_kv = Vec::new();
     for i in 0..spec.layers {
         let p = format!("model.layers.{i}");
         ctx.block(Some(i));
         let mask = spec.windows[i].and_then(|w| masks.iter().find(|(x, _)| *x == w).map(|(_, m)| *m));
         let n = rms_norm(ctx, &format!("{p}.input_layernorm"), h, spec.eps)?;
-        let a = self_attention(ctx, &format!("{p}.self_attn"), n, spec, rope, mask)?;
+        let (a, new) = self_attention_kv(ctx, &format!("{p}.self_attn"), n, spec, rope, mask, kv[i])?;
+        new_kv.extend(new);
         h = ctx.b.add(h, a)?;
         let n = rms_norm(ctx, &format!("{p}.post_attention_layernorm"), h, spec.eps)?;
         let m = match (&spec.mlps[i], &spec.moe) {
@@ -161,6 +224,14 @@ pub fn forward(ctx: &mut Ctx, spec: &Spec, ids: V, positions: V) -> Result<(V, V
     ctx.block(None);
     ctx.role(h, Role::ResidualOut);
 
+    let h = if last_only {
+        ctx.scope("model.norm");
+        let s = ctx.b.dim(h, 1);
+        let first = s.add(&Dim::from(-1i64));
+        ctx.b.slice(h, 1, first, s)?
+    } else {
+        h
+    };
     let h = rms_norm(ctx, "model.norm", h, spec.eps)?;
     ctx.inter("model.norm.0", h);
     let logits = if spec.tie_embeddings {
@@ -169,5 +240,5 @@ pub fn forward(ctx: &mut Ctx, spec: &Spec, ids: V, positions: V) -> Result<(V, V
     } else {
         linear_nobias(ctx, "lm_head", h, spec.vocab)?
     };
-    Ok((logits, router_logits))
+    Ok(Decoded { logits, router_logits, kv: new_kv })
 }

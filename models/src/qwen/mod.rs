@@ -16,6 +16,7 @@
 //! * [`moe`]: router + experts in the unfused dense form.
 
 pub mod config;
+pub mod decode;
 pub mod decoder;
 pub mod moe;
 

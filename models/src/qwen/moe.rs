@@ -16,9 +16,10 @@
 //!
 //! This is the unfused "before" form: every expert runs on every token and
 //! the unselected ones are weighted by 0 (the same sum as the reference's
-//! `index_add_` over the selected experts, in the same order). A later
-//! MoE-fusion pass recognises the pattern and dispatches only the selected
-//! experts.
+//! `index_add_` over the selected experts, in the same order). The
+//! `moe-fusion` pass (`passes/src/moe_fusion.rs`, first in `-O2`) recognises
+//! this pattern and replaces it by one `moe` op that computes only the
+//! selected experts.
 
 use super::config::MoeSpec;
 use super::decoder::gated_mlp;

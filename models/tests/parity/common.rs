@@ -19,7 +19,7 @@ fn show(reps: &[TensorReport]) -> String {
 /// diverging intermediate.
 pub fn check_fixture(name: &str, tol: f64) {
     let dir = fixture(name);
-    let imp = import_with(&dir, &ImportOptions { intermediates: true }).unwrap_or_else(|e| panic!("import {name}: {e}"));
+    let imp = import_with(&dir, &ImportOptions { intermediates: true, ..Default::default() }).unwrap_or_else(|e| panic!("import {name}: {e}"));
     let rep = check_io(&imp, &dir.join("io.safetensors"), Precision::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
     let outputs: Vec<&TensorReport> = rep.full.iter().filter(|r| !r.name.starts_with("inter.")).collect();
     assert!(!outputs.is_empty(), "{name}: no output was compared");

@@ -14,3 +14,5 @@ mod glmimage;
 mod sd3;
 mod qwenimage;
 mod qwen;
+mod qwen_decode;
+mod lora;

@@ -39,7 +39,7 @@ fn zimage_matches_diffusers_per_sample() {
     let dir = fixture("zimage");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let (p, pf) = (cfg["all_patch_size"][0].as_u64().unwrap() as usize, cfg["all_f_patch_size"][0].as_u64().unwrap() as usize);
-    let imp = import_with(&dir, &ImportOptions { intermediates: true }).unwrap_or_else(|e| panic!("import zimage: {e}"));
+    let imp = import_with(&dir, &ImportOptions { intermediates: true, ..Default::default() }).unwrap_or_else(|e| panic!("import zimage: {e}"));
     let g = &imp.program.stages[0].graph;
     let io = read_io(&dir.join("io.safetensors")).unwrap();
     let t_all = io["input.t"].to_f64_vec();

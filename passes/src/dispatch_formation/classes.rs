@@ -31,7 +31,8 @@ pub(super) fn class(op: &Op) -> Class {
         | Op::Linear { .. }
         | Op::Attention { .. }
         | Op::Conv { .. }
-        | Op::TopK { .. } => Class::Anchor,
+        | Op::TopK { .. }
+        | Op::Moe { .. } => Class::Anchor,
     }
 }
 
@@ -50,7 +51,7 @@ pub(super) fn is_transcendental(op: &Op) -> bool {
 pub(super) fn reuses(g: &Graph, user: NodeIndex, v: ValueRef) -> bool {
     let node = g.node(user);
     match &node.op {
-        Op::Linear { .. } | Op::MatMul | Op::Conv { .. } | Op::Attention { .. } => true,
+        Op::Linear { .. } | Op::MatMul | Op::Conv { .. } | Op::Attention { .. } | Op::Moe { .. } => true,
         Op::Gather { .. } | Op::Expand { .. } | Op::UpsampleNearest { .. } => true,
         op if class(op) == Class::Elementwise => g.value_type(v).map_or(true, |t| node.outputs.first().is_none_or(|o| o.shape != t.shape)),
         _ => false,

@@ -90,7 +90,8 @@ fn run_program_case(case: &str, pipeline: &str) -> Result<(), String> {
                 }
             }
         }
-        Control::Forward { .. } => {
+        // Decode programs: every stage (forward, prefill, step) is a plain graph.
+        Control::Forward { .. } | Control::Decode(_) => {
             for st in &p0.stages {
                 let after = prog.stage(&st.name).ok_or_else(|| format!("stage `{}` disappeared", st.name))?;
                 let d = max_output_diff(&st.graph, &weights, &after.graph, &after_w, &inputs)?;

@@ -5,6 +5,7 @@
 
 mod dispatch;
 mod every_fixture;
+mod moe;
 
 use omnic_ir::{Graph, Op};
 use omnic_models::parity::{read_io, select_inputs};

@@ -908,6 +908,9 @@ fn check_manifest<'w>(m: &Manifest, weight: &dyn Fn(&str) -> Lookup<'w>) -> Resu
                 }
             }
         }
+        if !s.flops.is_empty() && s.flops.len() != s.steps.len() {
+            return Err((at(".flops".into()), format!("{} FLOP counts for {} steps", s.flops.len(), s.steps.len())));
+        }
         let mut out_names = HashSet::new();
         for (oi, (name, id)) in s.outputs.iter().enumerate() {
             if !out_names.insert(name.as_str()) {
@@ -929,6 +932,16 @@ fn check_manifest<'w>(m: &Manifest, weight: &dyn Fn(&str) -> Lookup<'w>) -> Resu
                 if !stage_names.contains(stage) {
                     return Err(("control.denoise".into(), format!("stage `{stage}` is not defined")));
                 }
+            }
+        }
+        Control::Decode(d) => {
+            for stage in d.stage_names() {
+                if !stage_names.contains(stage) {
+                    return Err(("control.decode".into(), format!("stage `{stage}` is not defined")));
+                }
+            }
+            if d.max_len == 0 {
+                return Err(("control.decode.max_len".into(), "must be at least 1".into()));
             }
         }
     }

@@ -65,6 +65,8 @@ pub enum WeightSource {
 pub enum Control {
     Forward { stage: String },
     Denoise(crate::program::denoise::DenoiseSpec),
+    /// Autoregressive generation with a KV cache ([`crate::program::decode`]).
+    Decode(crate::program::decode::DecodeSpec),
 }
 
 /// One value of a stage.
@@ -106,6 +108,11 @@ pub struct StageSchedule {
     pub outputs: Vec<(String, u32)>,
     pub values: Vec<ValueSpec>,
     pub steps: Vec<Step>,
+    /// FLOPs of each step (index-aligned with `steps`) over the stage's
+    /// symbols, for the profiler (`omnirt bench`); empty when unknown
+    /// (artifacts written before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flops: Vec<DimExpr>,
 }
 
 /// One step of a schedule.
@@ -135,6 +142,20 @@ pub enum Ukernel {
     Conv { stride: Vec<usize>, padding: Vec<usize>, dilation: Vec<usize>, groups: usize, bias: bool },
     /// largest `k` along the last axis: values and i64 indices
     TopK { k: usize },
+    /// fused sparse MoE gated MLP `(x [T, H], logits [T, E], w_gate [E, I, H],
+    /// w_up [E, I, H], w_down [E, H, I]) → [T, H]`: softmax top-k routing
+    /// (renormalised when `norm_topk`), only the selected experts computed
+    Moe { top_k: usize, norm_topk: bool, act: MoeAct },
+}
+
+/// The gate activation of a [`Ukernel::Moe`] (the IR unary of the same name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoeAct {
+    Silu,
+    Sigmoid,
+    Relu,
+    GeluTanh,
 }
 
 impl StageSchedule {

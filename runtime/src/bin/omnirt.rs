@@ -66,12 +66,38 @@ enum Cmd {
         /// Also print the inputs, the ignored tensors and the outputs.
         #[arg(long)]
         verbose: bool,
+        /// Bind a LoRA adapter to the program's slots (compiled with `omnic compile --lora-slots`): a PEFT directory or a diffusers-layout .safetensors file, scale 1 by default; repeatable, one slot each. None: the base model.
+        #[arg(long = "lora", value_name = "ADAPTER[:SCALE]")]
+        lora: Vec<String>,
         #[command(flatten)]
         denoise: DenoiseArgs,
     },
-    /// Sample images from a class-conditional denoise artifact (DiT) and write them as a PNG (a row, upscaled ×8).
+    /// Time the forward stage of a .omni artifact: per-kernel-class table, peak memory, optional Chrome/Perfetto trace.
+    Bench {
+        /// A .omni artifact.
+        artifact: PathBuf,
+        /// safetensors file with the inputs (`input.<name>` or `<name>`).
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Worker threads for the runtime kernels (0 = the number of physical cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Timed runs (the median is reported).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        iters: u32,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 2)]
+        warmup: u32,
+        /// Write a Chrome/Perfetto trace (JSON) of every dispatch of the timed runs here.
+        #[arg(long, value_name = "TRACE.json")]
+        profile: Option<PathBuf>,
+        /// Look for external weights files in this directory.
+        #[arg(long)]
+        weights_dir: Option<PathBuf>,
+    },
+    /// Generate: tokens from a causal-LM decode artifact (--prompt-ids / --prompt), or images from a class-conditional denoise artifact (DiT, written as a PNG row upscaled ×8).
     Generate {
-        /// A .omni artifact of a class-conditional denoise program.
+        /// A .omni artifact of a decode program or of a class-conditional denoise program.
         artifact: PathBuf,
         /// Classes to draw, one image each (default: every class).
         #[arg(long, value_delimiter = ',')]
@@ -85,13 +111,53 @@ enum Cmd {
         /// Noise seed (sample noise depends on seed, class and repeat; see `program::generate`).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// The PNG to write.
+        /// TeaCache threshold (artifacts compiled with `omnic compile --teacache`; default: the compiled one; 0 never skips).
+        #[arg(long)]
+        teacache: Option<f64>,
+        /// Bind a LoRA adapter to the program's slots (`omnic compile --lora-slots`): a PEFT directory or a diffusers-layout .safetensors file, scale 1 by default; repeatable. None: the base model.
+        #[arg(long = "lora", value_name = "ADAPTER[:SCALE]")]
+        lora: Vec<String>,
+        /// The PNG to write (denoise programs).
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Worker threads for the runtime kernels (0 = the number of physical cores).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        #[command(flatten)]
+        text: TextArgs,
     },
+}
+
+/// Options of a decode program's generation (causal LMs).
+#[derive(clap::Args, Clone, Debug)]
+struct TextArgs {
+    /// The prompt as token ids, e.g. `1,2,3`.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    prompt_ids: Vec<i64>,
+    /// The prompt as text (needs a tokenizer: embedded at compile time from the model's tokenizer.json, or --tokenizer).
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// A tokenizer.json to use instead of the embedded one.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// New tokens at most.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample among the k most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling mass in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// More stop tokens (besides the program's eos_token_id from generation_config.json).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    stop: Vec<i64>,
+    /// Do not stop at the program's eos tokens (only at --stop ones).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 /// Options of a denoise program's sampling loop (ignored otherwise).
@@ -166,10 +232,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Inspect { artifact, json, any_host } => inspect(&artifact, json, any_host),
-        Cmd::Run { artifact, inputs, outputs, threads, runs, weights_dir, verbose, denoise } => {
-            run_artifact(&artifact, &inputs, &outputs, threads, runs, weights_dir, verbose, &denoise)
+        Cmd::Run { artifact, inputs, outputs, threads, runs, weights_dir, verbose, lora, denoise } => {
+            run_artifact(&artifact, &inputs, &outputs, threads, runs, weights_dir, verbose, &lora, &denoise)
         }
-        Cmd::Generate { artifact, class, steps, guidance, seed, output, threads } => generate(&artifact, class, steps, guidance, seed, &output, threads),
+        Cmd::Bench { artifact, inputs, threads, iters, warmup, profile, weights_dir } => {
+            bench(&artifact, &inputs, threads, iters, warmup, profile.as_deref(), weights_dir)
+        }
+        Cmd::Generate { artifact, class, steps, guidance, seed, teacache, lora, output, threads, text } => {
+            if let Some(exe) = load_decode_artifact(&artifact, threads)? {
+                return generate_tokens(exe, seed, &text);
+            }
+            let Some(output) = output else { bail!("{}: a denoise program draws images: give the PNG to write with -o FILE", artifact.display()) };
+            generate(&artifact, class, steps, guidance, seed, teacache, &lora, &output, threads)
+        }
     }
 }
 
@@ -182,6 +257,7 @@ fn run_artifact(
     runs: u32,
     weights_dir: Option<PathBuf>,
     verbose: bool,
+    lora: &[String],
     denoise: &DenoiseArgs,
 ) -> Result<()> {
     use omnic_runtime::artifact::dim::shape_str;
@@ -192,11 +268,13 @@ fn run_artifact(
     if let omnic_runtime::artifact::Control::Denoise(spec) = &exe.artifact().manifest().control {
         let spec = spec.clone();
         println!("loaded {} in {:.1} ms ({} threads)", path.display(), t0.elapsed().as_secs_f64() * 1e3, exe.threads());
-        return run_denoise_loop(&mut exe, &spec, inputs, outputs, runs, verbose, denoise);
+        let lora_inputs = lora_inputs(&exe, lora)?;
+        return run_denoise_loop(&mut exe, &spec, inputs, outputs, runs, verbose, lora_inputs, denoise);
     }
     let stage = exe.forward_stage().to_string();
     println!("loaded {} in {:.1} ms ({} threads)", path.display(), t0.elapsed().as_secs_f64() * 1e3, exe.threads());
-    let given = io::read_all(inputs)?;
+    let mut given = io::read_all(inputs)?;
+    given.extend(lora_inputs(&exe, lora)?);
     if verbose {
         for i in exe.inputs(&stage)? {
             println!("  input   {}: {}{}", i.name, i.dtype, shape_str(&i.shape));
@@ -228,7 +306,54 @@ fn run_artifact(
     Ok(())
 }
 
+/// `omnirt bench`: see [`omnic_runtime::bench`]; the last line is `median_ms=<ms> iters=<n>`.
+fn bench(
+    path: &std::path::Path,
+    inputs: &std::path::Path,
+    threads: usize,
+    iters: u32,
+    warmup: u32,
+    profile: Option<&std::path::Path>,
+    weights_dir: Option<PathBuf>,
+) -> Result<()> {
+    use omnic_runtime::bench::{bench, BenchOptions};
+    use omnic_runtime::exec::{ExecOptions, Executable};
+    // Fail on an unwritable trace path before running.
+    let trace = match profile {
+        Some(p) => Some((p, std::fs::File::create(p).map_err(|e| anyhow::anyhow!("--profile: cannot write {}: {e}", p.display()))?)),
+        None => None,
+    };
+    let exe = Executable::load(path, &ExecOptions { threads, weights_dir })?;
+    let stage = exe.forward_stage().to_string();
+    let given = io::read_all(inputs)?;
+    let r = bench(&exe, &stage, &given, BenchOptions { iters: iters as usize, warmup: warmup as usize })?;
+    print!("{}", r.table());
+    if let Some((p, file)) = trace {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut w, &r.trace_json()).map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        w.flush().map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        println!("trace: {} dispatch events written to {}", r.profiler.events().len(), p.display());
+    }
+    println!("median_ms={:.4} iters={}", r.median_ms(), r.times_ms.len());
+    Ok(())
+}
+
+/// The LoRA slot inputs of one request (`--lora` adapters, read once; none:
+/// zeros, the base model), empty for a program without slots.
+fn lora_inputs(exe: &omnic_runtime::exec::Executable, lora: &[String]) -> Result<Vec<(String, omnic_runtime::HostTensor)>> {
+    use omnic_runtime::lora::{AdapterSpec, LoraRuntime};
+    let specs = lora.iter().map(|s| AdapterSpec::parse(s)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--lora {e}"))?;
+    let mut rt = LoraRuntime::new(exe, specs.len().max(1))?;
+    let t = rt.inputs(&specs).map_err(|e| anyhow::anyhow!("--lora: {e}"))?;
+    if let Some(s) = rt.slots().filter(|_| !specs.is_empty()) {
+        println!("lora: {} adapter(s) bound to {} of {} slot(s) (rank {}) on {} module(s)", specs.len(), specs.len(), s.slots, s.rank, s.modules.len());
+    }
+    Ok(t)
+}
+
 /// `omnirt run` on a denoise program: the sampling loop over the artifact's stages.
+#[allow(clippy::too_many_arguments)]
 fn run_denoise_loop(
     exe: &mut omnic_runtime::exec::Executable,
     spec: &omnic_runtime::program::DenoiseSpec,
@@ -236,6 +361,7 @@ fn run_denoise_loop(
     outputs: &std::path::Path,
     runs: u32,
     verbose: bool,
+    lora_inputs: Vec<(String, omnic_runtime::HostTensor)>,
     a: &DenoiseArgs,
 ) -> Result<()> {
     use omnic_runtime::program::{run_denoise, DenoiseOptions, Tensors};
@@ -254,7 +380,9 @@ fn run_denoise_loop(
     }
     let mut last = None;
     for i in 0..runs {
-        let out = run_denoise(spec, exe, &given, &opts)?;
+        // LoRA slot tensors: built once, passed by reference to every step.
+        let mut runner = omnic_runtime::lora::request::WithLora { exe, inputs: &lora_inputs };
+        let out = run_denoise(spec, &mut runner, &given, &opts)?;
         let r = &out.report;
         let label = if runs > 1 { format!("run {}/{runs}", i + 1) } else { "run".to_string() };
         let per = 1e3 * r.seconds / r.steps.len().max(1) as f64;
@@ -286,12 +414,15 @@ fn run_denoise_loop(
 }
 
 /// `omnirt generate`: seeded samples of a class-conditional denoise program to a PNG.
+#[allow(clippy::too_many_arguments)]
 fn generate(
     path: &std::path::Path,
     class: Vec<i64>,
     steps: Option<usize>,
     guidance: Option<f64>,
     seed: u64,
+    teacache: Option<f64>,
+    lora: &[String],
     output: &std::path::Path,
     threads: usize,
 ) -> Result<()> {
@@ -317,21 +448,28 @@ fn generate(
         b.set_message(format!("{:.1} ms/step", s.seconds * 1e3));
         b.inc(1);
     })));
-    let opts = GenerateOptions { classes: classes.clone(), seed, steps, guidance, on_step };
+    if teacache.is_some() && spec.teacache().is_none() {
+        println!("note: --teacache ignored: the program was compiled without a TeaCache split (omnic compile --teacache)");
+    }
+    // Slot tensors (base model when no adapter is given), built once for the request.
+    let extra = lora_inputs(&exe, lora)?;
+    let opts = GenerateOptions { classes: classes.clone(), seed, steps, guidance, teacache, on_step, extra };
     let out = generate(&mut exe, &opts);
     bar.finish_and_clear();
     let out = out?;
     let r = &out.report;
     let per = 1e3 * r.seconds / r.steps.len().max(1) as f64;
     println!(
-        "generated {} image(s) {}x{} (classes {:?}, seed {seed}): {} steps computed in {:.1} ms ({per:.2} ms/step, {} threads)",
+        "generated {} image(s) {}x{} (classes {:?}, seed {seed}): {} steps computed in {:.1} ms ({per:.2} ms/step, {} threads), {} computed, {} skipped",
         out.samples.len(),
         out.width,
         out.height,
         classes,
         r.steps.len(),
         r.seconds * 1e3,
-        exe.threads()
+        exe.threads(),
+        r.computed,
+        r.skipped
     );
     println!("{}", r.summary());
     let images: Vec<_> = out.images().iter().map(|i| i.upscale(8)).collect();
@@ -341,6 +479,55 @@ fn generate(
     Ok(())
 }
 
+/// The artifact, prepared to run, when it holds a decode program; `None` for other programs.
+fn load_decode_artifact(path: &std::path::Path, threads: usize) -> Result<Option<omnic_runtime::exec::Executable>> {
+    use omnic_runtime::artifact::{Artifact, Control, OpenOptions};
+    use omnic_runtime::exec::{ExecOptions, Executable};
+    let art = Artifact::open_with(path, &OpenOptions { check_host: true, weights_dir: None })?;
+    if !matches!(art.manifest().control, Control::Decode(_)) {
+        return Ok(None);
+    }
+    Ok(Some(Executable::from_artifact(art, &ExecOptions { threads, weights_dir: None })?))
+}
+
+/// `omnirt generate` on a decode program: prints the prompt and generated
+/// ids, the text with a tokenizer, and the timing line
+/// `prefill_ms=<v> decode_ms_per_token=<v> tokens=<n>`.
+fn generate_tokens(mut exe: omnic_runtime::exec::Executable, seed: u64, a: &TextArgs) -> Result<()> {
+    use omnic_runtime::program::decode::{DecodeOptions, StopReason};
+    use omnic_runtime::program::sample::Sampling;
+    use omnic_runtime::program::textgen::{decode_spec, generate_text, load_tokenizer, Prompt, TextGenError};
+    let spec = decode_spec(&exe)?;
+    let prompt = match (a.prompt_ids.is_empty(), &a.prompt) {
+        (false, Some(_)) => return Err(TextGenError::BothPrompts.into()),
+        (false, None) => Prompt::Ids(a.prompt_ids.clone()),
+        (true, Some(t)) => Prompt::Text(t.clone()),
+        (true, None) => return Err(TextGenError::NoPrompt.into()),
+    };
+    let tokenizer = match (&prompt, &a.tokenizer) {
+        (Prompt::Text(_), file) => Some(load_tokenizer(&exe, file.as_deref())?),
+        (Prompt::Ids(_), Some(file)) => Some(load_tokenizer(&exe, Some(file))?),
+        (Prompt::Ids(_), None) => load_tokenizer(&exe, None).ok(),
+    };
+    let mut stop = if a.ignore_eos { Vec::new() } else { spec.eos.clone() };
+    stop.extend(&a.stop);
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed };
+    let opts = DecodeOptions { max_tokens: a.max_tokens, stop, sampling, keep_logits: false };
+    let g = generate_text(&mut exe, &prompt, tokenizer.as_ref(), &opts)?;
+    let join = |v: &[i64]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+    println!("prompt_ids={}", join(&g.prompt_ids));
+    println!("generated_ids={}", join(&g.output.tokens));
+    if let Some(t) = &g.text {
+        println!("text={t:?}");
+    }
+    let why = match g.output.reason {
+        StopReason::Stop => "stop token",
+        StopReason::Length => "max tokens",
+    };
+    println!("stopped: {why} ({} new tokens, {} threads)", g.output.tokens.len(), exe.threads());
+    println!("prefill_ms={:.4} decode_ms_per_token={:.4} tokens={}", g.output.prefill_ms, g.output.decode_ms_per_token, g.output.tokens.len());
+    Ok(())
+}
 
 fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
     use omnic_runtime::artifact::{dim::shape_str, Artifact, OpenOptions, Step, ValueDef, WeightOrigin, WeightSource};
@@ -361,6 +548,13 @@ fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
         println!("metadata   none");
     }
     for (i, (k, v)) in m.metadata.iter().enumerate() {
+        let v = if k == omnic_runtime::program::decode::TOKENIZER_KEY {
+            format!("({} bytes)", v.len())
+        } else if k == omnic_runtime::exec::PACKED_KEY {
+            format!("({} weights stored packed for Linear)", serde_json::from_str::<Vec<String>>(v).map_or(0, |l| l.len()))
+        } else {
+            v.clone()
+        };
         println!("{:<10} {k} = {v}", if i == 0 { "metadata" } else { "" });
     }
     let (mut emb, mut emb_bytes, mut ext, mut ext_bytes) = (0usize, 0u64, 0usize, 0u64);
@@ -385,6 +579,9 @@ fn inspect(path: &std::path::Path, json: bool, any_host: bool) -> Result<()> {
     match &m.control {
         omnic_runtime::artifact::Control::Forward { stage } => println!("control    forward: stage `{stage}`"),
         omnic_runtime::artifact::Control::Denoise(d) => println!("control    denoise: stages {:?}, {} steps", d.stage_names(), d.steps),
+        omnic_runtime::artifact::Control::Decode(d) => {
+            println!("control    decode: stages {:?}, KV cache {} positions, {} entries, eos {:?}", d.stage_names(), d.max_len, d.cache.len(), d.eos)
+        }
     }
     for s in &m.stages {
         println!("stage `{}`", s.name);

@@ -14,7 +14,7 @@
 //! evaluates every value's shape, then executes the steps in order:
 //! computed values get 64-byte aligned buffers allocated just before the
 //! step that writes them and released right after their last use (buffers
-//! of the same size are reused within a run), views share the bytes of the
+//! of the same size are reused, within a run and across runs), views share the bytes of the
 //! value they view. `Kernel` steps call the generated code (see [`code`]
 //! for the ABI), `Ukernel` steps the runtime kernels of
 //! [`crate::kernels`]. The outputs come back as named host tensors (bare
@@ -32,6 +32,9 @@
 pub mod buffer;
 pub mod code;
 pub mod plan;
+mod prepack;
+pub use prepack::{linear_panel_weights, PACKED_KEY};
+pub mod profile;
 pub mod runner;
 
 use crate::artifact::dim::{self, shape_str};
@@ -92,13 +95,18 @@ pub struct InputSpec {
 }
 
 /// A loaded artifact, ready to run (thread-safe: runs share nothing but
-/// the read-only artifact, code and constants).
+/// the read-only artifact, code and constants, and the spare buffers).
 pub struct Executable {
     artifact: Artifact,
     /// Keeps the kernels' code loaded; `None` when no stage has kernel steps.
     code: Option<CodeLibrary>,
     stages: Vec<StagePlan>,
     threads: usize,
+    /// Computed-value buffers of finished runs by byte size: a run takes
+    /// them all and gives every buffer back at its end, so repeated runs
+    /// (a denoise loop) allocate nothing (kernels write every element, so
+    /// stale contents are never read).
+    spare: std::sync::Mutex<HashMap<usize, Vec<AlignedBuf>>>,
 }
 
 impl std::fmt::Debug for Executable {
@@ -130,7 +138,7 @@ impl Executable {
             stages.push(plan::plan_stage(&artifact, s, code.as_ref())?);
         }
         let threads = kernels::threads::resolve(opts.threads);
-        Ok(Executable { artifact, code, stages, threads })
+        Ok(Executable { artifact, code, stages, threads, spare: std::sync::Mutex::new(HashMap::new()) })
     }
 
     pub fn artifact(&self) -> &Artifact {
@@ -153,6 +161,8 @@ impl Executable {
             crate::artifact::Control::Forward { stage } => stage,
             // A denoise loop runs through `program::denoise`; one model call is its body.
             crate::artifact::Control::Denoise(d) => &d.body,
+            // A decode loop runs through `program::decode`; a forward call is its full-sequence stage.
+            crate::artifact::Control::Decode(d) => &d.forward,
         }
     }
 
@@ -195,10 +205,26 @@ impl Executable {
     /// `input.x` wins; other names are ignored). Returns the outputs by
     /// their bare names, in the stage's output order.
     pub fn run<'a>(&self, stage: &str, inputs: impl IntoIterator<Item = (&'a str, &'a HostTensor)>) -> Result<Vec<(String, HostTensor)>, ExecError> {
+        self.run_profiled(stage, inputs, None)
+    }
+
+    /// [`Executable::run`], timing every step into `prof` when given (see
+    /// [`profile`]; `None` costs a branch per step).
+    pub fn run_profiled<'a>(
+        &self,
+        stage: &str,
+        inputs: impl IntoIterator<Item = (&'a str, &'a HostTensor)>,
+        mut prof: Option<&mut profile::Profiler>,
+    ) -> Result<Vec<(String, HostTensor)>, ExecError> {
         let p = self.stage(stage)?;
         let given: HashMap<&str, &HostTensor> = inputs.into_iter().collect();
-        let Run { mut slots, shapes } = self.bind(p, &given)?;
-        let mut pool: HashMap<usize, Vec<AlignedBuf>> = HashMap::new();
+        let Run { mut slots, shapes, binds } = self.bind(p, &given)?;
+        if let Some(pr) = prof.as_deref_mut() {
+            let flops = self.artifact.manifest().stages.iter().find(|s| s.name == p.name).map_or(&[][..], |s| &s.flops[..]);
+            pr.begin(p, flops, &shapes, &binds);
+        }
+        // Buffers of earlier runs (no allocation or page faults in steady state).
+        let mut pool: HashMap<usize, Vec<AlignedBuf>> = self.spare.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default();
         for (si, step) in p.steps.iter().enumerate() {
             // Allocate the results.
             for &r in &step.results {
@@ -211,7 +237,11 @@ impl Executable {
                 };
                 slots[r] = Slot::Buf(buf);
             }
+            let t0 = prof.is_some().then(std::time::Instant::now);
             self.exec_step(p, si, &step.kind, &step.args, &step.results, &mut slots, &shapes)?;
+            if let (Some(pr), Some(t0)) = (prof.as_deref_mut(), t0) {
+                pr.record(si, t0);
+            }
             for &r in &p.free_after[si] {
                 if let Slot::Buf(b) = std::mem::replace(&mut slots[r], Slot::Empty) {
                     pool.entry(b.len()).or_default().push(b);
@@ -227,6 +257,16 @@ impl Executable {
                 message: format!("output `{name}` (value {}) has no data", p.values[*v].id),
             })?;
             out.push((name.clone(), HostTensor { dtype: p.values[*v].dtype, shape: shapes[*v].clone(), data: data.to_vec() }));
+        }
+        for s in slots {
+            if let Slot::Buf(b) = s {
+                pool.entry(b.len()).or_default().push(b);
+            }
+        }
+        if let Ok(mut g) = self.spare.lock() {
+            for (k, mut v) in pool {
+                g.entry(k).or_default().append(&mut v);
+            }
         }
         Ok(out)
     }
@@ -334,7 +374,7 @@ impl Executable {
                 }
             }
         }
-        Ok(Run { slots, shapes })
+        Ok(Run { slots, shapes, binds })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -403,7 +443,8 @@ impl Executable {
                     // SAFETY: live, distinct result buffers that no argument aliases.
                     .map(|(&v, &(ptr, len))| TensorMut::new(p.values[v].dtype, &shapes[v], unsafe { slice_or_empty_mut(ptr, len) }))
                     .collect();
-                kernels::run_ukernel(op, &refs, &mut muts, self.threads).map_err(|e| ExecError::Step {
+                let run = if p.weight_t.get(si).copied().unwrap_or(false) { prepack::run_linear_t } else { kernels::run_ukernel };
+                run(op, &refs, &mut muts, self.threads).map_err(|e| ExecError::Step {
                     stage: p.name.clone(),
                     step: si,
                     what: kind.describe(),
@@ -419,6 +460,8 @@ impl Executable {
 struct Run<'a> {
     slots: Vec<Slot<'a>>,
     shapes: Vec<Vec<usize>>,
+    /// The symbols' values (for the profiler's FLOP counts).
+    binds: dim::Bindings,
 }
 
 /// Where a value's bytes are during a run (only roots have one).

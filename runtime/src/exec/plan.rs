@@ -71,6 +71,8 @@ pub(crate) struct StagePlan {
     pub steps: Vec<StepPlan>,
     /// Computed roots whose buffers are dead after step `i`.
     pub free_after: Vec<Vec<usize>>,
+    /// Per step: a `Linear` whose weight was transposed at load ([`super::prepack`]).
+    pub weight_t: Vec<bool>,
 }
 
 /// Little-endian bytes of `values` as `dtype` (f32/f16/bf16 rounded to
@@ -227,5 +229,9 @@ pub(crate) fn plan_stage(art: &Artifact, s: &StageSchedule, code: Option<&CodeLi
     for f in &mut free_after {
         f.sort_unstable();
     }
-    Ok(StagePlan { name: s.name.clone(), inputs, outputs, values, steps, free_after })
+    let weight_t = super::prepack::transpose_linear_weights(art, &mut values, &steps, &outputs).map_err(|e| match e {
+        ExecError::Shape { message } => err(message),
+        e => e,
+    })?;
+    Ok(StagePlan { name: s.name.clone(), inputs, outputs, values, steps, free_after, weight_t })
 }

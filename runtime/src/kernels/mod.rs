@@ -9,6 +9,8 @@
 //! * [`conv`]: 2-D / 3-D grouped convolution (im2col + GEMM, direct for
 //!   depthwise).
 //! * [`topk`]: top-k along the last axis with values and i64 indices.
+//! * [`moe`]: fused sparse MoE MLP (route, group tokens by expert, per-expert
+//!   GEMMs through [`gemm`], weighted combine) in one call.
 //!
 //! Views are [`TensorRef`] / [`TensorMut`] ([`view`]); only f32 data for
 //! now (other dtypes are a clear error naming the op). Threading: rayon,
@@ -18,6 +20,8 @@
 pub mod attention;
 pub mod conv;
 pub mod gemm;
+pub mod gemm_packed;
+pub mod moe;
 pub mod threads;
 pub mod topk;
 pub mod view;
@@ -59,6 +63,7 @@ pub fn ukernel_name(op: &Ukernel) -> &'static str {
         Ukernel::Attention { .. } => "attention",
         Ukernel::Conv { .. } => "conv",
         Ukernel::TopK { .. } => "topk",
+        Ukernel::Moe { .. } => "moe",
     }
 }
 
@@ -173,6 +178,23 @@ pub fn run_ukernel(op: &Ukernel, args: &[TensorRef], results: &mut [TensorMut], 
                 return if *k > n { Err(KernelError::new(name, format!("k = {k} > row length {n}"))) } else { Ok(()) };
             }
             topk::topk(xd, n, *k, vals, inds, threads)
+        }
+        Ukernel::Moe { top_k, norm_topk, act } => {
+            arity(name, args.len(), 5, results.len(), 1)?;
+            let (&[t, h], &[t2, e], &[e2, i, h2]) = (args[0].shape, args[1].shape, args[2].shape) else {
+                return Err(KernelError::new(name, format!("x {:?}, logits {:?}, w_gate {:?} need ranks 2, 2, 3", args[0].shape, args[1].shape, args[2].shape)));
+            };
+            if (t2, e2, h2) != (t, e, h) {
+                return Err(KernelError::new(name, format!("x {:?}, logits {:?}, w_gate {:?} disagree", args[0].shape, args[1].shape, args[2].shape)));
+            }
+            expect_shape(name, "w_up", args[3].shape, &[e, i, h])?;
+            expect_shape(name, "w_down", args[4].shape, &[e, h, i])?;
+            expect_shape(name, "result", results[0].shape, &[t, h])?;
+            let (xd, ld) = (args[0].f32s(name, "x")?, args[1].f32s(name, "logits")?);
+            let (wg, wu, wd) = (args[2].f32s(name, "w_gate")?, args[3].f32s(name, "w_up")?, args[4].f32s(name, "w_down")?);
+            let y = results[0].f32s_mut(name, "result")?;
+            let d = moe::MoeDims { tokens: t, hidden: h, experts: e, inner: i, top_k: *top_k };
+            moe::moe(d, xd, ld, wg, wu, wd, *norm_topk, *act, y, threads)
         }
     }
 }

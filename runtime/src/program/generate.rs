@@ -44,7 +44,12 @@ pub struct GenerateOptions {
     pub steps: Option<usize>,
     /// Class-CFG scale; `None`: the program's.
     pub guidance: Option<f64>,
+    /// TeaCache threshold; `None`: the program's (programs compiled with a TeaCache split).
+    pub teacache: Option<f64>,
     pub on_step: OnStep,
+    /// Extra stage inputs given to every model call (a request's LoRA slot
+    /// tensors, `crate::lora::LoraRuntime::inputs`); empty for none.
+    pub extra: Vec<(String, HostTensor)>,
 }
 
 /// The sampled images.
@@ -126,8 +131,19 @@ pub fn generate(exe: &mut Executable, opts: &GenerateOptions) -> Result<Generate
     let mut inputs: Tensors = HashMap::new();
     inputs.insert(spec.latents.clone(), HostTensor::from_f32(&shape, &initial_latents(opts.seed, &opts.classes, per)));
     inputs.insert(labels_input, HostTensor::from_i64(&[n], &opts.classes));
-    let dopts = DenoiseOptions { steps: opts.steps, guidance_scale: opts.guidance, on_step: opts.on_step.clone(), ..Default::default() };
-    let out = run_denoise(&spec, exe, &inputs, &dopts)?;
+    let dopts = DenoiseOptions {
+        steps: opts.steps,
+        guidance_scale: opts.guidance,
+        teacache_threshold: opts.teacache,
+        on_step: opts.on_step.clone(),
+        ..Default::default()
+    };
+    let out = if opts.extra.is_empty() {
+        run_denoise(&spec, exe, &inputs, &dopts)?
+    } else {
+        let mut runner = crate::lora::request::WithLora { exe, inputs: &opts.extra };
+        run_denoise(&spec, &mut runner, &inputs, &dopts)?
+    };
     let v = out.latents.to_f32_vec();
     if v.len() != n * per {
         return Err(GenerateError::Latents(format!("the loop returned {} values for {n} samples of {per}", v.len())));

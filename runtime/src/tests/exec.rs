@@ -56,6 +56,7 @@ fn ukernel_stage() -> StageSchedule {
             Step::Ukernel { op: Ukernel::Linear { bias: true }, args: vec![0, 1, 2], results: vec![3] },
             Step::Ukernel { op: Ukernel::MatMul, args: vec![5, 7], results: vec![6] },
         ],
+        flops: vec![],
     }
 }
 
@@ -128,6 +129,7 @@ fn dead_values_are_freed_after_their_last_use() {
             Step::Ukernel { op: Ukernel::Linear { bias: false }, args: vec![2, 1], results: vec![3] },
             Step::Ukernel { op: Ukernel::Linear { bias: false }, args: vec![3, 1], results: vec![4] },
         ],
+        flops: vec![],
     };
     let dir = tempfile::tempdir().unwrap();
     let eye = HostTensor::from_f32(&[3, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
@@ -245,6 +247,7 @@ fn kernel_stage(symbol2: &str) -> StageSchedule {
             Step::Kernel { symbol: "scale_add".into(), args: vec![0, 1, 2], results: vec![3] },
             Step::Kernel { symbol: symbol2.into(), args: vec![3], results: vec![4, 5] },
         ],
+        flops: vec![],
     }
 }
 
@@ -295,6 +298,7 @@ fn too_many_kernel_arguments_is_a_load_error() {
         outputs: vec![("o".into(), 1)],
         values,
         steps: vec![Step::Kernel { symbol: "wide".into(), args: vec![0], results: (1..=32).collect() }],
+        flops: vec![],
     };
     let dir = tempfile::tempdir().unwrap();
     let Some(so) = build_so(dir.path()) else {

@@ -40,6 +40,10 @@
 //! (reduce sum/mean, softmax denominators, norm statistics) accumulate in
 //! f64 and norms and softmax compute in f64 as the reference evaluator does,
 //! rounding once to the result type; integers wrap; bools are `i1` inside.
+//! Norm statistics sums carry `fastmath<reassoc>` so LLVM may vectorise
+//! them along the reduced row (f64 partial sums in another order).
+//! f32 `exp` and `tanh` are branch-free polynomials ([`fastmath`]) and f32
+//! GELU-tanh is `x / (1 + e^{-2u})`, so loops using them vectorise too.
 //!
 //! Symbolic sizes inside the kernel (`tensor.empty` of an intermediate of
 //! size `h/2`, a slice start `seq`, ...) are computed from `memref.dim` of
@@ -49,6 +53,7 @@
 //! `2·size`), and compound expressions are built with `arith` on `index`.
 
 mod elementwise;
+mod fastmath;
 mod movement;
 mod norm;
 mod reduce;
@@ -849,7 +854,7 @@ impl<'g> Func<'g> {
             Op::Reshape { .. } => one(movement::reshape(self, &xs[0], &outs[0])?),
             op => {
                 return Err(self.unsupported(format!(
-                    "`{}` is not generated code on the cpu target (matmul, linear, attention, conv and topk are runtime ukernels)",
+                    "`{}` is not generated code on the cpu target (matmul, linear, attention, conv, topk and moe are runtime ukernels)",
                     op.mnemonic()
                 )))
             }

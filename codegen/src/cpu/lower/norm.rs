@@ -40,7 +40,7 @@ fn stats(f: &mut Func, x: &TVal, axes: &[usize], eps: f64, rms: bool) -> Result<
         let block = f.begin_body(2)?;
         let xv = scalar::load(f, &block[0], dt);
         let xd = scalar::to_f64(f, &xv);
-        let y = f.v(Ct::F64, format!("arith.addf {}, {} : f64", block[1], xd.v));
+        let y = f.v(Ct::F64, format!("arith.addf {}, {} fastmath<reassoc> : f64", block[1], xd.v));
         let sum = f.end_generic(r, &parallel, &ins, &outs, &block, &[y])?.remove(0);
         // mean = sum / n
         let e = f.empty(&rows, "f64")?;
@@ -65,7 +65,7 @@ fn stats(f: &mut Func, x: &TVal, axes: &[usize], eps: f64, rms: bool) -> Result<
         c = f.v(Ct::F64, format!("arith.subf {}, {} : f64", c.v, block[1]));
     }
     let sq = f.v(Ct::F64, format!("arith.mulf {}, {} : f64", c.v, c.v));
-    let y = f.v(Ct::F64, format!("arith.addf {}, {} : f64", block[ins.len()], sq.v));
+    let y = f.v(Ct::F64, format!("arith.addf {}, {} fastmath<reassoc> : f64", block[ins.len()], sq.v));
     let ssq = f.end_generic(r, &parallel, &ins, &outs, &block, &[y])?.remove(0);
 
     // inv = 1 / √(ssq / n + eps)

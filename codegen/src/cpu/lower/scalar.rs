@@ -13,7 +13,7 @@
 //! - float → int casts truncate toward zero and saturate (NaN → 0), as
 //!   Rust's `as`; float → f16/bf16 rounds to nearest even.
 
-use super::{Ct, Func, S};
+use super::{fastmath, Ct, Func, S};
 use crate::error::Result;
 use omnic_ir::{BinaryOp, CmpOp, DType, UnaryOp};
 
@@ -79,7 +79,7 @@ pub(super) fn unary(f: &mut Func, u: UnaryOp, x: &S) -> S {
     match u {
         UnaryOp::Neg => op(f, "arith.negf", &[x]),
         UnaryOp::Abs => op(f, "math.absf", &[x]),
-        UnaryOp::Exp => op(f, "math.exp", &[x]),
+        UnaryOp::Exp => exp(f, x),
         UnaryOp::Log => op(f, "math.log", &[x]),
         UnaryOp::Sqrt => op(f, "math.sqrt", &[x]),
         UnaryOp::Rsqrt => {
@@ -94,13 +94,13 @@ pub(super) fn unary(f: &mut Func, u: UnaryOp, x: &S) -> S {
         }
         UnaryOp::Sin => op(f, "math.sin", &[x]),
         UnaryOp::Cos => op(f, "math.cos", &[x]),
-        UnaryOp::Tanh => op(f, "math.tanh", &[x]),
+        UnaryOp::Tanh => tanh(f, x),
         UnaryOp::Erf => op(f, "math.erf", &[x]),
         UnaryOp::Sigmoid | UnaryOp::Silu => {
             // 1 / (1 + e^-x)  and  x / (1 + e^-x)
             let one = f.cf(t, 1.0);
             let nx = op(f, "arith.negf", &[x]);
-            let e = op(f, "math.exp", &[&nx]);
+            let e = exp(f, &nx);
             let den = op(f, "arith.addf", &[&one, &e]);
             let num = if u == UnaryOp::Sigmoid { one } else { x.clone() };
             op(f, "arith.divf", &[&num, &den])
@@ -127,7 +127,16 @@ pub(super) fn unary(f: &mut Func, u: UnaryOp, x: &S) -> S {
             let kx3 = op(f, "arith.mulf", &[&kx2, x]);
             let inner = op(f, "arith.addf", &[x, &kx3]);
             let arg = op(f, "arith.mulf", &[&c, &inner]);
-            let th = op(f, "math.tanh", &[&arg]);
+            if t == Ct::F32 {
+                // = x / (1 + e^{-2u}) (u = arg): one polynomial exp, and no
+                // cancellation in 1 + tanh(u) for negative x.
+                let m2 = f.cf(t, -2.0);
+                let a2 = op(f, "arith.mulf", &[&m2, &arg]);
+                let e = fastmath::exp(f, &a2);
+                let den = op(f, "arith.addf", &[&one, &e]);
+                return op(f, "arith.divf", &[x, &den]);
+            }
+            let th = tanh(f, &arg);
             let hx = op(f, "arith.mulf", &[&half, x]);
             let s = op(f, "arith.addf", &[&one, &th]);
             op(f, "arith.mulf", &[&hx, &s])
@@ -137,6 +146,24 @@ pub(super) fn unary(f: &mut Func, u: UnaryOp, x: &S) -> S {
             op(f, "arith.maxnumf", &[x, &zero])
         }
         UnaryOp::Square => op(f, "arith.mulf", &[x, x]),
+    }
+}
+
+/// `e^x`: the vectorisable f32 polynomial ([`fastmath`]) or `math.exp` (f64).
+fn exp(f: &mut Func, x: &S) -> S {
+    if x.t == Ct::F32 {
+        fastmath::exp(f, x)
+    } else {
+        op(f, "math.exp", &[x])
+    }
+}
+
+/// `tanh x`: [`fastmath::tanh`] for f32, `math.tanh` for f64.
+fn tanh(f: &mut Func, x: &S) -> S {
+    if x.t == Ct::F32 {
+        fastmath::tanh(f, x)
+    } else {
+        op(f, "math.tanh", &[x])
     }
 }
 

@@ -178,7 +178,14 @@ fn program_errors() {
     // End of input is after the final newline: line 5, column 1.
     program(&s, 5, "$", "expected a `control` statement, found end of input");
     program(&format!("{s}control forward \"a\"\ncontrol forward \"a\"\n"), 6, "control", "second `control` statement (the first is at line 5)");
-    program(&format!("{s}control loop \"a\"\n"), 5, "loop", "unknown control `loop` (expected `forward` or `denoise`)");
+    program(&format!("{s}control loop \"a\"\n"), 5, "loop", "unknown control `loop` (expected `forward`, `denoise` or `decode`)");
+    // control decode: duplicate, unknown, bad and missing fields.
+    let d = format!("{s}control decode {{\n");
+    program(&format!("{d}  forward \"a\"\n  forward \"a\"\n}}\n"), 7, "forward", "duplicate decode field `forward` (first at line 6)");
+    program(&format!("{d}  bogus \"a\"\n}}\n"), 6, "bogus", "unknown decode field `bogus`");
+    program(&format!("{d}  max_len 0\n}}\n"), 6, "0", "the cache holds at least one position");
+    program(&format!("{d}  eos 2\n}}\n"), 6, "2", "the stop tokens like `[2]` or `[]`");
+    program(&format!("{d}  forward \"a\"\n}}\n"), 7, "}", "`control decode` is missing `prefill`");
     program("meta \"k\" = \"1\"\nmeta \"k\" = \"2\"\n", 2, "\"k\"", "duplicate metadata key \"k\" (first at line 1)");
     program("graph {\n", 1, "graph", "expected `meta`, `stage` or `control`, found `graph`");
     // Errors inside a stage keep their own lines.

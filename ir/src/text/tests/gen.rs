@@ -46,6 +46,7 @@ enum Step {
     Slice,
     Gather,
     TopK,
+    Moe,
 }
 
 /// Every step, with every variant of the parametrised op families.
@@ -53,7 +54,7 @@ fn all_steps() -> Vec<Step> {
     use Step::*;
     let mut v = vec![
         Input, Param, Constant, Iota, Where, Cast, Softmax, LayerNorm, RmsNorm, GroupNorm, MatMul, Linear, Attention, Conv, Upsample,
-        Pad, Reshape, Transpose, Expand, Concat, Split, Slice, Gather, TopK,
+        Pad, Reshape, Transpose, Expand, Concat, Split, Slice, Gather, TopK, Moe,
     ];
     v.extend(UnaryOp::ALL.map(Unary));
     v.extend(BinaryOp::ALL.map(Binary));
@@ -515,6 +516,19 @@ impl Gen {
                 let x = self.fresh(dt, sh)?;
                 let (v, i) = self.b.topk(x, self.rng.random_range(1..=n as usize))?;
                 Ok(vec![v, i])
+            }
+            Step::Moe => {
+                let dt = self.float_dtype();
+                let t = self.dim();
+                let (h, e, i) = (self.static_dim(), self.rng.random_range(1..=4i64), self.static_dim());
+                let x = self.fresh(dt, vec![t.clone(), h.clone()])?;
+                let logits = self.fresh(dt, vec![t, Dim::Const(e)])?;
+                let wg = self.fresh(dt, vec![Dim::Const(e), i.clone(), h.clone()])?;
+                let wu = self.fresh(dt, vec![Dim::Const(e), i.clone(), h.clone()])?;
+                let wd = self.fresh(dt, vec![Dim::Const(e), h, i])?;
+                let act = *UnaryOp::ALL.choose(&mut self.rng).unwrap_or(&UnaryOp::Silu);
+                let k = self.rng.random_range(1..=e as usize);
+                one(self.b.moe(x, logits, wg, wu, wd, k, self.rng.random_bool(0.5), act)?)
             }
         }
     }
