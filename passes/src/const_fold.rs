@@ -13,7 +13,10 @@
 //! - a larger one becomes a new weight: a `param` named
 //!   `folded.<k>.<label>` (`k` a counter that makes the name fresh, `label`
 //!   the node's label or mnemonic) whose tensor goes to
-//!   [`PassContext::derived`], so it ends up in the artifact.
+//!   [`PassContext::derived`], so it ends up in the artifact. A result equal
+//!   to a derived weight already there (the same fused weights folded in
+//!   another stage, e.g. a decode program's prefill and step) reuses that
+//!   weight's name, so the artifact stores it once.
 //!
 //! The cones are computed in f64 and each result is rounded once to its
 //! dtype (the correctly rounded value of the exact result). Nodes of the
@@ -226,9 +229,19 @@ impl Pass for ConstFold {
                     constants += 1;
                     Op::Constant(Literal { dtype: t.dtype, shape: t.shape.clone(), values: t.to_f64_vec() })
                 } else {
-                    derived += 1;
-                    let name = fresh_name(g, cx, &mut counter, label.as_deref().unwrap_or(g.node(n).op.mnemonic()));
-                    cx.derived.insert(name.clone(), t);
+                    // The same folded tensor from another stage (prefill and
+                    // decode step fuse the same weights) is stored once.
+                    // Comparing stops at the first differing element.
+                    let same = cx.derived.iter().find(|(_, u)| u.dtype == t.dtype && u.shape == t.shape && u.data == t.data).map(|(k, _)| k.clone());
+                    let name = match same {
+                        Some(name) => name,
+                        None => {
+                            derived += 1;
+                            let name = fresh_name(g, cx, &mut counter, label.as_deref().unwrap_or(g.node(n).op.mnemonic()));
+                            cx.derived.insert(name.clone(), t);
+                            name
+                        }
+                    };
                     Op::Param { name, ty: ty.clone() }
                 };
                 let m = g.add_unchecked(op, &[], vec![ty]);

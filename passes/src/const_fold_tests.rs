@@ -59,15 +59,22 @@ fn transposed() -> Graph {
 
 #[test]
 fn derived_names_are_fresh_across_stages() {
-    let st = |name: &str| Stage { name: name.into(), graph: transposed() };
+    // Stage b folds a different weight: a second name; stage c folds the
+    // same weight as a: the same derived tensor, stored once.
+    let other = parse_graph(&print_graph(&transposed()).replace("param \"w\"", "param \"w2\"")).unwrap();
     let mut p = Program::single("a", transposed());
-    p.stages.push(st("b"));
+    p.stages.push(Stage { name: "b".into(), graph: other });
+    p.stages.push(Stage { name: "c".into(), graph: transposed() });
     let w = Tensor::from_f32(&[16, 8], &(0..128).map(|i| i as f32).collect::<Vec<_>>());
-    let weights: HashMap<String, Tensor> = HashMap::from([("w".to_string(), w)]);
+    let w2 = Tensor::from_f32(&[16, 8], &(0..128).map(|i| -(i as f32)).collect::<Vec<_>>());
+    let weights: HashMap<String, Tensor> = HashMap::from([("w".to_string(), w), ("w2".to_string(), w2)]);
     let mut cx = PassContext::with_weights(&weights);
     assert!(ConstFold.run(&mut p, &mut cx).unwrap());
     let names: Vec<&String> = cx.derived.keys().collect();
     assert_eq!(names, ["folded.0.transpose", "folded.1.transpose"]);
+    let params = |k: usize| p.stages[k].graph.params().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!((params(0), params(1), params(2)), (vec!["folded.0.transpose".to_string()], vec!["folded.1.transpose".to_string()], vec!["folded.0.transpose".to_string()]));
+    assert_eq!(stat(&cx, "weights derived"), 2);
     let t = &cx.derived["folded.0.transpose"];
     assert_eq!(t.shape, [8, 16]);
     // Element [i, j] of the transpose is w[j, i] = 8j + i.
