@@ -3,21 +3,14 @@
 //! family without published coefficients), the calibration stored in the
 //! artifact, the model's own `teacache.json`, and the errors.
 
+use crate::support::{root, text};
 use omnic_runtime::artifact::{Artifact, Control, OpenOptions};
 use omnic_runtime::program::teacache_calibrate::TeaCacheCalibration;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn omnic(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_omnic")).args(args).current_dir(root()).output().expect("run omnic")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn teacache_of(art: &Path) -> omnic_runtime::program::denoise::TeaCacheSpec {

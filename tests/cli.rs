@@ -2,12 +2,9 @@
 //! subcommands, the main job works, bad input gives a clear error and a
 //! non-zero exit.
 
+use crate::support::text;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Output;
 
 fn bin(name: &str) -> PathBuf {
     // Integration tests get CARGO_BIN_EXE_<name> for this package's binaries;
@@ -21,21 +18,8 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn run(name: &str, args: &[&str]) -> Output {
-    let p = bin(name);
-    if name == "omnirt" {
-        // Another package's binary: cargo does not rebuild it for this test
-        // binary, so build it once per run (a no-op when up to date).
-        static BUILT: std::sync::Once = std::sync::Once::new();
-        BUILT.call_once(|| {
-            let st = Command::new(env!("CARGO")).args(["build", "-q", "-p", "omnic-runtime", "--bin", "omnirt"]).status().expect("build omnirt");
-            assert!(st.success());
-        });
-    }
-    Command::new(&p).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("run {}: {e}", p.display()))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    let p = if name == "omnirt" { crate::support::omnirt() } else { bin(name) };
+    crate::support::run(&p, args)
 }
 
 /// Subcommand names listed under "Commands:" in clap's help.

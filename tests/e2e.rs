@@ -3,42 +3,13 @@
 //! the fixture's inputs, and require every output the program produces
 //! within max abs 1e-4 of the reference library's `output.*`.
 
+use crate::support::{fixture, omnic, omnirt, run, text};
 use omnic_runtime::exec::{ExecOptions, Executable};
 use omnic_runtime::HostTensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const TOL: f64 = 1e-4;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("tests/fixtures").join(name)
-}
-
-fn omnic() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_omnic"))
-}
-
-fn omnirt() -> PathBuf {
-    let p = omnic().with_file_name("omnirt");
-    if !p.exists() {
-        let st = Command::new(env!("CARGO")).args(["build", "-q", "-p", "omnic-runtime", "--bin", "omnirt"]).status().expect("build omnirt");
-        assert!(st.success());
-    }
-    p
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
-}
 
 /// `omnic compile tests/fixtures/<name> -o <dir>/<name>.omni [extra…]`.
 fn compile(name: &str, dir: &Path, extra: &[&str]) -> PathBuf {

@@ -8,6 +8,7 @@
 //! the Python `tokenizers` library's ids in tests/fixtures/tokenizer), and
 //! the errors of bad requests.
 
+use crate::support::{fixture, omnirt, run, text};
 use omnic_runtime::exec::{ExecOptions, Executable};
 use omnic_runtime::program::decode::{run_decode, DecodeOptions, StopReason};
 use omnic_runtime::program::sample::Sampling;
@@ -15,34 +16,8 @@ use omnic_runtime::program::textgen::decode_spec;
 use omnic_runtime::HostTensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const TOL: f64 = 1e-4;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("tests/fixtures").join(name)
-}
-
-fn omnirt() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_omnic")).with_file_name("omnirt");
-    if !p.exists() {
-        let st = Command::new(env!("CARGO")).args(["build", "-q", "-p", "omnic-runtime", "--bin", "omnirt"]).status().expect("build omnirt");
-        assert!(st.success());
-    }
-    p
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
-}
 
 fn compile_dir(src: &Path, out: &Path, extra: &[&str]) -> PathBuf {
     let mut args = vec!["compile", src.to_str().unwrap(), "-o", out.to_str().unwrap()];

@@ -7,41 +7,16 @@
 //! --lora`), with -O2 (qkv-fusion on). Every bad adapter fails with a clear
 //! message.
 
+use crate::support::{omnic, omnirt, root, run, text};
 use omnic_runtime::exec::{ExecOptions, Executable};
 use omnic_runtime::lora::{AdapterSpec, LoraRuntime};
 use omnic_runtime::HostTensor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const TOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn lora_dir() -> PathBuf {
     root().join("tests/fixtures/lora")
-}
-
-fn omnic() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_omnic"))
-}
-
-fn omnirt() -> PathBuf {
-    let p = omnic().with_file_name("omnirt");
-    if !p.exists() {
-        let st = Command::new(env!("CARGO")).args(["build", "-q", "-p", "omnic-runtime", "--bin", "omnirt"]).status().expect("build omnirt");
-        assert!(st.success());
-    }
-    p
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
 }
 
 fn s(p: &Path) -> &str {

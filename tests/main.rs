@@ -7,3 +7,4 @@ mod e2e;
 mod e2e_decode;
 mod lora;
 mod runtime_independence;
+mod support;

@@ -184,17 +184,19 @@ pub(crate) fn gemm_in(c: MatMut, a: MatRef, b: MatRef, epi: Epilogue, t: usize) 
     Ok(())
 }
 
+/// `got` elements for a `[r, c]` operand of `linear` / `linear_t`.
+fn need(what: &str, got: usize, r: usize, c: usize) -> Result<(), KernelError> {
+    if Some(got) == r.checked_mul(c) {
+        Ok(())
+    } else {
+        Err(KernelError::new("linear", format!("{what}: {got} elements for [{r}, {c}]")))
+    }
+}
+
 /// `y[rows, N] = x[rows, K] · w[N, K]ᵀ (+ bias[N])`, all row-major (the
 /// IR's `Linear`, PyTorch weight layout).
 #[allow(clippy::too_many_arguments)]
 pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], threads: usize) -> Result<(), KernelError> {
-    let need = |what: &str, got: usize, r: usize, c: usize| {
-        if Some(got) == r.checked_mul(c) {
-            Ok(())
-        } else {
-            Err(KernelError::new("linear", format!("{what}: {got} elements for [{r}, {c}]")))
-        }
-    };
     need("x", x.len(), rows, k)?;
     need("w", w.len(), n, k)?;
     need("y", y.len(), rows, n)?;
@@ -209,13 +211,6 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Optio
 /// stays as the baseline of `runtime/benches/linear_shapes.rs`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_t(x: &[f32], rows: usize, k: usize, wt: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], threads: usize) -> Result<(), KernelError> {
-    let need = |what: &str, got: usize, r: usize, c: usize| {
-        if Some(got) == r.checked_mul(c) {
-            Ok(())
-        } else {
-            Err(KernelError::new("linear", format!("{what}: {got} elements for [{r}, {c}]")))
-        }
-    };
     need("x", x.len(), rows, k)?;
     need("wt", wt.len(), k, n)?;
     need("y", y.len(), rows, n)?;
