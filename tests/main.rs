@@ -6,5 +6,6 @@ mod cli;
 mod e2e;
 mod e2e_decode;
 mod lora;
+mod parallel_kernels;
 mod runtime_independence;
 mod support;

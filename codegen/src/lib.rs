@@ -20,6 +20,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod linear_sections;
 pub mod mlir;
 pub mod partition;
 pub mod schedule;

@@ -20,12 +20,18 @@
 //!   linear → epilogue` gives a prologue kernel, the ukernel and an
 //!   epilogue kernel, in an order that respects every dependency.
 //!
+//! A `Linear` that absorbs the `concat` feeding it or the `split` reading it
+//! ([`crate::linear_sections`]) takes that node out of its region: the
+//! ukernel step reads the concat's operands and writes the split's results
+//! ([`Partition::linear_fusions`]).
+//!
 //! An `iota` read by something other than a kernel (a ukernel, a view, a
 //! stage output) gets a kernel of its own; kernels compute the iotas and
 //! literals they read themselves.
 
 use crate::cpu::lower::{is_lazy, KernelPlan};
 use crate::error::{CodegenError, Result};
+use crate::linear_sections::{linear_fusions, LinearFusion};
 use omnic_ir::regions::{region_inputs, region_outputs};
 use omnic_ir::{Graph, Op, ValueRef};
 use petgraph::stable_graph::NodeIndex;
@@ -52,13 +58,50 @@ pub struct Partition {
     /// Reshape nodes that are views, with the value whose bytes they read
     /// (never itself a view).
     pub views: HashMap<NodeIndex, ValueRef>,
+    /// `Linear` ukernels that absorb a `concat` (input sections) and/or a
+    /// `split` (result sections); those nodes are in no unit.
+    pub linear_fusions: HashMap<NodeIndex, LinearFusion>,
 }
 
 /// Split a stage graph into steps (see the module doc).
 pub fn partition(g: &Graph) -> Result<Partition> {
     let topo = g.topo_order()?;
+    let mut fusions = linear_fusions(g, &topo);
+    // An absorbed split hands its pieces to the kernels that read them (one
+    // argument each), an absorbed concat makes its operands results of the
+    // kernels computing them: where that takes a kernel past the runtime's
+    // descriptor limit, that fusion is undone and the stage partitioned again.
+    loop {
+        let p = partition_with(g, &topo, fusions.clone())?;
+        let mut changed = false;
+        for u in &p.units {
+            let Unit::Kernel { plan, .. } = u else { continue };
+            if plan.args.len() + plan.results.len() <= omnic_runtime::exec::code::MAX_KERNEL_ARGS {
+                continue;
+            }
+            for f in fusions.values_mut() {
+                if f.split.is_some_and(|s| plan.args.iter().any(|v| v.node == s)) {
+                    f.split = None;
+                    changed = true;
+                }
+                if f.concat.is_some_and(|c| g.operands(c).iter().any(|v| plan.results.contains(v))) {
+                    f.concat = None;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return Ok(p);
+        }
+        fusions.retain(|_, f| f.concat.is_some() || f.split.is_some());
+    }
+}
+
+/// [`partition`] with the given `Linear` fusions.
+fn partition_with(g: &Graph, topo: &[NodeIndex], fusions: HashMap<NodeIndex, LinearFusion>) -> Result<Partition> {
     let pos: HashMap<NodeIndex, usize> = topo.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    let regions = regions(g, &topo);
+    let regions = regions(g, topo);
+    let absorbed: HashSet<NodeIndex> = fusions.values().flat_map(|f| f.nodes()).collect();
 
     let mut views: HashMap<NodeIndex, ValueRef> = HashMap::new();
     let mut units: Vec<Unit> = Vec::new();
@@ -72,8 +115,9 @@ pub fn partition(g: &Graph) -> Result<Partition> {
                 continue;
             }
             let src = g.operands(m).first().copied();
-            let src_in_kernel = src.is_some_and(|v| set.contains(&v.node) && !uk.contains(&v.node));
-            let kernel_user = g.users(m).into_iter().any(|u| set.contains(&u) && !uk.contains(&u));
+            let in_kernel = |n: &NodeIndex| set.contains(n) && !uk.contains(n) && !absorbed.contains(n);
+            let src_in_kernel = src.is_some_and(|v| in_kernel(&v.node));
+            let kernel_user = g.users(m).into_iter().any(|u| in_kernel(&u));
             if !(src_in_kernel && kernel_user) {
                 is_view.insert(m);
             }
@@ -98,7 +142,7 @@ pub fn partition(g: &Graph) -> Result<Partition> {
         for &m in members {
             if uk.contains(&m) {
                 units.push(Unit::Ukernel { node: m });
-            } else if !is_view.contains(&m) {
+            } else if !is_view.contains(&m) && !absorbed.contains(&m) {
                 groups.entry(anc[&m].iter().copied().collect()).or_default().push(m);
             }
         }
@@ -126,7 +170,7 @@ pub fn partition(g: &Graph) -> Result<Partition> {
     }
     // Iotas read by something other than a kernel.
     let outputs: HashSet<NodeIndex> = g.outputs.iter().map(|(_, v)| v.node).collect();
-    for &n in &topo {
+    for &n in topo {
         if !matches!(g.node(n).op, Op::Iota { .. }) {
             continue;
         }
@@ -140,8 +184,8 @@ pub fn partition(g: &Graph) -> Result<Partition> {
         Unit::Kernel { plan, .. } => !plan.results.is_empty(),
         Unit::Ukernel { node } => outputs.contains(node) || !g.users(*node).is_empty(),
     });
-    let units = order(g, &pos, units, &views)?;
-    Ok(Partition { units, views })
+    let units = order(g, &pos, units, &views, &fusions)?;
+    Ok(Partition { units, views, linear_fusions: fusions })
 }
 
 /// Kernel plan for members (topologically sorted): arguments are the
@@ -218,7 +262,13 @@ fn regions(g: &Graph, topo: &[NodeIndex]) -> Vec<(Option<u32>, Vec<NodeIndex>)> 
 
 /// Units in an order where every value is written before it is read
 /// (ties: the unit whose first member comes first).
-fn order(g: &Graph, pos: &HashMap<NodeIndex, usize>, units: Vec<Unit>, views: &HashMap<NodeIndex, ValueRef>) -> Result<Vec<Unit>> {
+fn order(
+    g: &Graph,
+    pos: &HashMap<NodeIndex, usize>,
+    units: Vec<Unit>,
+    views: &HashMap<NodeIndex, ValueRef>,
+    fusions: &HashMap<NodeIndex, LinearFusion>,
+) -> Result<Vec<Unit>> {
     let mut producer: HashMap<ValueRef, usize> = HashMap::new();
     let mut first: Vec<usize> = Vec::with_capacity(units.len());
     let mut reads: Vec<Vec<ValueRef>> = Vec::with_capacity(units.len());
@@ -232,11 +282,18 @@ fn order(g: &Graph, pos: &HashMap<NodeIndex, usize>, units: Vec<Unit>, views: &H
                 reads.push(plan.args.clone());
             }
             Unit::Ukernel { node } => {
-                for p in 0..g.node(*node).outputs.len() {
-                    producer.insert(ValueRef::new(*node, p as u32), i);
+                let f = fusions.get(node).copied().unwrap_or_default();
+                for n in [Some(*node), f.split].into_iter().flatten() {
+                    for p in 0..g.node(n).outputs.len() {
+                        producer.insert(ValueRef::new(n, p as u32), i);
+                    }
                 }
                 first.push(pos[node]);
-                reads.push(g.operands(*node));
+                let mut r = g.operands(*node);
+                if let Some(c) = f.concat {
+                    r.extend(g.operands(c));
+                }
+                reads.push(r);
             }
         }
     }

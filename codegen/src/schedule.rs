@@ -3,7 +3,10 @@
 //!
 //! A stage (after the passes) is split into steps by [`crate::partition`]:
 //! generated kernels, runtime ukernels (linear, matmul, attention, conv,
-//! topk, moe) and views (reshape). Each kernel is lowered to MLIR text
+//! topk, moe) and views (reshape); a `Linear` that absorbs a `concat`
+//! before it or a `split` after it ([`crate::linear_sections`]) is a
+//! `LinearSections` step reading the concat's operands and writing the
+//! split's results. Each kernel is lowered to MLIR text
 //! ([`crate::cpu::lower`]) and interned in a [`KernelCache`]: kernels with
 //! the same text — the same ops, attributes, dtypes and static sizes, with
 //! SSA names numbered in order, so e.g. every block of a stack of identical
@@ -208,7 +211,8 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                 let symbol = cache.intern(text, kernel_hint(g, plan), origin);
                 let args = plan.args.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
                 let results = plan.results.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
-                steps.push(Step::Kernel { symbol, args, results });
+                let split = crate::cpu::parallel::kernel_splits(g, plan);
+                steps.push(Step::Kernel { symbol, args, results, split });
                 flops.push(unit_flops(g, &plan.members)?);
             }
             Unit::Ukernel { node } => {
@@ -219,7 +223,17 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                     value: node_name(g, &names, *node),
                     reason,
                 };
+                let fusion = part.linear_fusions.get(node).copied().unwrap_or_default();
+                // Input sections: the absorbed concat's operands (else the input).
+                let mut operands = g.operands(*node);
+                let mut inputs = 1;
+                if let Some(c) = fusion.concat {
+                    let sections = g.operands(c);
+                    inputs = sections.len();
+                    operands.splice(0..1, sections);
+                }
                 let op = match &n.op {
+                    Op::Linear { bias } if fusion.concat.is_some() || fusion.split.is_some() => Ukernel::LinearSections { bias: *bias, inputs },
                     Op::Linear { bias } => Ukernel::Linear { bias: *bias },
                     Op::MatMul => Ukernel::MatMul,
                     Op::Attention { scale, causal, mask } => Ukernel::Attention { scale: *scale, causal: *causal, mask: *mask },
@@ -242,7 +256,6 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                     }
                     other => return Err(CodegenError::Internal(format!("`{}` scheduled as a ukernel", other.mnemonic()))),
                 };
-                let operands = g.operands(*node);
                 for v in &operands {
                     let t = g.value_type(*v)?;
                     if t.dtype != DType::F32 {
@@ -250,7 +263,9 @@ pub fn schedule_stage(stage: &Stage, cache: &mut KernelCache) -> Result<StageSch
                     }
                 }
                 let args = operands.iter().map(|&v| vals.id(v)).collect::<Result<Vec<_>>>()?;
-                let results = (0..n.outputs.len()).map(|p| vals.id(ValueRef::new(*node, p as u32))).collect::<Result<Vec<_>>>()?;
+                // Result sections: the absorbed split's results (else the node's).
+                let writer = fusion.split.unwrap_or(*node);
+                let results = (0..g.node(writer).outputs.len()).map(|p| vals.id(ValueRef::new(writer, p as u32))).collect::<Result<Vec<_>>>()?;
                 steps.push(Step::Ukernel { op, args, results });
                 flops.push(unit_flops(g, &[*node])?);
             }

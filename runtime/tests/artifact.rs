@@ -37,7 +37,7 @@ fn manifest(weights: WeightSource) -> Manifest {
     ];
     let steps = vec![
         Step::Ukernel { op: Ukernel::Linear { bias: true }, args: vec![0, 1, 2], results: vec![3] },
-        Step::Kernel { symbol: "gelu_0".into(), args: vec![3, 4, 7, 8], results: vec![5] },
+        Step::Kernel { symbol: "gelu_0".into(), args: vec![3, 4, 7, 8], results: vec![5], split: vec![] },
     ];
     Manifest {
         format_version: FORMAT_VERSION,
@@ -169,9 +169,17 @@ fn writer_refuses_inconsistent_input() {
     let e = write_artifact(&p, &m, &code(), &weights()[1..]).unwrap_err().to_string();
     assert!(e.contains("`mask`") && e.contains("stages[0].values[7]"), "{e}");
     let mut m2 = m.clone();
-    m2.stages[0].steps[1] = Step::Kernel { symbol: "gelu_0".into(), args: vec![3, 42], results: vec![5] };
+    m2.stages[0].steps[1] = Step::Kernel { symbol: "gelu_0".into(), args: vec![3, 42], results: vec![5], split: vec![] };
     let e = write_artifact(&p, &m2, &code(), &weights()).unwrap_err().to_string();
     assert!(e.contains("stages[0].steps[1].args[1]") && e.contains("value 42"), "{e}");
+    // A kernel split needs one axis per argument and per result, within the ranks.
+    use omnic_runtime::artifact::manifest::KernelSplit;
+    for split in [KernelSplit { args: vec![Some(0)], results: vec![Some(0)] }, KernelSplit { args: vec![None, None, None, None], results: vec![Some(9)] }] {
+        let mut ms = m.clone();
+        ms.stages[0].steps[1] = Step::Kernel { symbol: "gelu_0".into(), args: vec![3, 4, 7, 8], results: vec![5], split: vec![split] };
+        let e = write_artifact(&p, &ms, &code(), &weights()).unwrap_err().to_string();
+        assert!(e.contains("stages[0].steps[1].split"), "{e}");
+    }
     let mut m3 = m.clone();
     m3.stages[0].steps.swap(0, 1);
     let e = write_artifact(&p, &m3, &code(), &weights()).unwrap_err().to_string();

@@ -8,6 +8,7 @@
 
 pub mod aot;
 pub mod lower;
+pub mod parallel;
 
 use crate::schedule::schedule_program;
 use crate::{AotOptions, CompiledProgram, Result, Target};

@@ -883,9 +883,21 @@ fn check_manifest<'w>(m: &Manifest, weight: &dyn Fn(&str) -> Lookup<'w>) -> Resu
         };
         for (ti, step) in s.steps.iter().enumerate() {
             let (args, results) = match step {
-                Step::Kernel { symbol, args, results } => {
+                Step::Kernel { symbol, args, results, split } => {
                     if symbol.is_empty() || !symbol.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$') {
                         return Err((at(format!(".steps[{ti}].symbol")), format!("`{symbol}` is not a valid symbol name")));
+                    }
+                    for sp in split {
+                        let rank = |id: &u32| s.values.iter().find(|v| v.id == *id).map_or(0, |v| v.shape.len());
+                        let ok = |axes: &[Option<u32>], ids: &[u32]| {
+                            axes.len() == ids.len() && axes.iter().zip(ids).all(|(a, id)| a.is_none_or(|a| (a as usize) < rank(id)))
+                        };
+                        if !ok(&sp.args, args) || !ok(&sp.results, results) || sp.results.iter().any(Option::is_none) {
+                            return Err((
+                                at(format!(".steps[{ti}].split")),
+                                "needs one axis (or null) per argument and one axis per result, each below the value's rank".to_string(),
+                            ));
+                        }
                     }
                     (args, results)
                 }

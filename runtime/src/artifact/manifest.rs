@@ -122,9 +122,35 @@ pub enum Step {
     /// Generated code: `_mlir_ciface_<symbol>` called with a memref
     /// descriptor pointer for each arg, then each result (destination
     /// passing: results are written into runtime-allocated buffers).
-    Kernel { symbol: String, args: Vec<u32>, results: Vec<u32> },
+    Kernel {
+        symbol: String,
+        args: Vec<u32>,
+        results: Vec<u32>,
+        /// The ways the kernel may be cut into independent calls over row
+        /// blocks (see [`KernelSplit`]; one per separable axis); empty:
+        /// always called whole (and in artifacts written before it existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        split: Vec<KernelSplit>,
+    },
     /// A runtime kernel.
     Ukernel { op: Ukernel, args: Vec<u32>, results: Vec<u32> },
+}
+
+/// A kernel whose iteration space is separable along one axis: calling it
+/// on a block of rows `lo..hi` of that axis (each argument with an axis
+/// sliced to those rows, the others whole; each result sliced) computes
+/// exactly those rows of every result. `args[i]` / `results[i]` is the
+/// axis of argument / result `i` that carries the rows (`None`: the
+/// argument does not vary along it and is passed whole; every result has
+/// one). The axis has the same extent in every sliced operand, and the
+/// kernel reads it from the descriptors' sizes (it is symbolic in the
+/// kernel's types). Decided at compile time (`omnic_codegen`'s
+/// `cpu::parallel`), used by the executor to run the kernel on several
+/// threads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSplit {
+    pub args: Vec<Option<u32>>,
+    pub results: Vec<Option<u32>>,
 }
 
 /// Hand-written runtime kernels; semantics exactly those of the IR op of
@@ -134,6 +160,14 @@ pub enum Step {
 pub enum Ukernel {
     /// `(x [*, K], w [N, K], [b [N]]) → x·wᵀ + b`
     Linear { bias: bool },
+    /// `Linear` with a sectioned input and output (a `concat` before it and
+    /// a `split` after it, both along the last axis, done by the GEMM in
+    /// place): `(x_0 [*, K_0], …, x_{m−1} [*, K_{m−1}], w [N, ΣK_i], [b [N]])
+    /// → (y_0 [*, N_0], …, y_{r−1} [*, N_{r−1}])` = `split(concat(x_i)·wᵀ + b)`
+    /// with `m = inputs` and the widths from the shapes (`ΣN_o = N`; every
+    /// `N_o` but the last a multiple of 32). The weight is arg `inputs`.
+    /// A variant of its own so that runtimes without it reject the artifact.
+    LinearSections { bias: bool, inputs: usize },
     /// `(a [*, M, K], b [*, K, N]) → a·b`, batch dims broadcast
     MatMul,
     /// `(q, k, v, [mask]) → softmax(q·kᵀ·scale + mask)·v`, GQA, causal bottom-right
@@ -156,6 +190,18 @@ pub enum MoeAct {
     Sigmoid,
     Relu,
     GeluTanh,
+}
+
+impl Ukernel {
+    /// The weight operand's position for `Linear` and `LinearSections`
+    /// (what load-time and compile-time packing look at), else `None`.
+    pub fn linear_weight_arg(&self) -> Option<usize> {
+        match self {
+            Ukernel::Linear { .. } => Some(1),
+            Ukernel::LinearSections { inputs, .. } => Some(*inputs),
+            _ => None,
+        }
+    }
 }
 
 impl StageSchedule {

@@ -23,7 +23,8 @@
 //! Threads: the runtime kernels run on a rayon pool of `threads` workers
 //! ([`ExecOptions::threads`]; 0, the default, means the number of physical
 //! cores available to the process, see [`crate::kernels::default_threads`]).
-//! Generated kernels run on the calling thread.
+//! Generated kernels run on the calling thread, or cut into row blocks on
+//! `threads` workers when the compiler marked them separable ([`split`]).
 //!
 //! Every failure on user input (missing input, wrong dtype or shape, a
 //! malformed artifact, a missing symbol) is an [`ExecError`] naming the
@@ -36,6 +37,7 @@ mod prepack;
 pub use prepack::{linear_panel_weights, PACKED_KEY};
 pub mod profile;
 pub mod runner;
+mod split;
 
 use crate::artifact::dim::{self, shape_str};
 use crate::artifact::{Artifact, ArtifactError, OpenOptions, Step};
@@ -409,7 +411,28 @@ impl Executable {
             }
         }
         match kind {
-            StepKind::Kernel { symbol, f } => {
+            StepKind::Kernel { symbol, f, split: splits } => {
+                if !splits.is_empty() && self.threads > 1 {
+                    let ops: Vec<split::Operand<'_>> = args
+                        .iter()
+                        .zip(&arg_ptrs)
+                        .map(|(&v, &(ptr, _))| (v, ptr as usize))
+                        .chain(results.iter().zip(&res_ptrs).map(|(&v, &(ptr, _))| (v, ptr as usize)))
+                        .map(|(v, addr)| split::Operand { addr, shape: &shapes[v], elem: p.values[v].dtype.size_bytes() })
+                        .collect();
+                    // SAFETY: as for the whole call below; `splits` come from
+                    // the compiler's analysis of this kernel (checked against
+                    // the operands' ranks when the artifact was opened).
+                    let done = unsafe { split::run(*f, splits, &ops, args.len(), self.threads) }.map_err(|message| ExecError::Step {
+                        stage: p.name.clone(),
+                        step: si,
+                        what: format!("kernel `{symbol}`"),
+                        message,
+                    })?;
+                    if done {
+                        return Ok(());
+                    }
+                }
                 let mut descs: Vec<Vec<i64>> = Vec::with_capacity(args.len() + results.len());
                 for (&v, &(ptr, _)) in args.iter().zip(&arg_ptrs) {
                     descs.push(descriptor(ptr as *mut u8, &shapes[v]));

@@ -43,7 +43,7 @@ pub(crate) struct ValuePlan {
 }
 
 pub(crate) enum StepKind {
-    Kernel { symbol: String, f: KernelPtr },
+    Kernel { symbol: String, f: KernelPtr, split: Vec<crate::artifact::manifest::KernelSplit> },
     Ukernel(Ukernel),
 }
 
@@ -162,7 +162,7 @@ pub(crate) fn plan_stage(art: &Artifact, s: &StageSchedule, code: Option<&CodeLi
     let mut written: HashSet<usize> = HashSet::new();
     for (si, st) in s.steps.iter().enumerate() {
         let (kind, args, results) = match st {
-            Step::Kernel { symbol, args, results } => {
+            Step::Kernel { symbol, args, results, split } => {
                 let n = args.len() + results.len();
                 if n > MAX_KERNEL_ARGS {
                     return Err(ExecError::TooManyArgs { path: path.clone(), stage: s.name.clone(), step: si, symbol: symbol.clone(), n });
@@ -174,7 +174,7 @@ pub(crate) fn plan_stage(art: &Artifact, s: &StageSchedule, code: Option<&CodeLi
                     symbol: symbol.clone(),
                     objects: code.map(|c| c.names().iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "none".into()),
                 })?;
-                (StepKind::Kernel { symbol: symbol.clone(), f }, args, results)
+                (StepKind::Kernel { symbol: symbol.clone(), f, split: split.clone() }, args, results)
             }
             Step::Ukernel { op, args, results } => (StepKind::Ukernel(op.clone()), args, results),
         };

@@ -38,20 +38,21 @@ pub fn packed_weights(art: &Artifact) -> Result<std::collections::BTreeSet<Strin
 }
 
 /// Which values are read only as the weight operand of `Linear` steps:
-/// `values[v] = (root of v, is f32)`, `steps = (is Linear, args)`,
+/// `values[v] = (root of v, is f32)`, `steps = (the weight's position if
+/// the step is a Linear or LinearSections, args)`,
 /// `outputs` the stage's output values. Indexed by value; true only on
 /// roots. The compiler's and the runtime's packing decisions both use it.
-pub fn linear_only_weights(values: &[(usize, bool)], steps: &[(bool, Vec<usize>)], outputs: &[usize]) -> Vec<bool> {
+pub fn linear_only_weights(values: &[(usize, bool)], steps: &[(Option<usize>, Vec<usize>)], outputs: &[usize]) -> Vec<bool> {
     let n = values.len();
     let mut other_use = vec![false; n];
     let mut linear_use = vec![false; n];
     for &v in outputs {
         other_use[values[v].0] = true;
     }
-    for (is_linear, args) in steps {
+    for (weight_arg, args) in steps {
         for (i, &a) in args.iter().enumerate() {
             let r = values[a].0;
-            if *is_linear && i == 1 && r == a {
+            if *weight_arg == Some(i) && r == a {
                 linear_use[r] = true;
             } else {
                 other_use[r] = true;
@@ -84,12 +85,12 @@ pub fn linear_panel_weights(stages: &[StageSchedule]) -> std::collections::BTree
         };
         let vals: Vec<(usize, bool)> = (0..s.values.len()).map(|i| (root(i), s.values[i].dtype == ElemType::F32 && s.values[i].shape.len() == 2)).collect();
         let idx = |ids: &[u32]| ids.iter().filter_map(|id| pos.get(id).copied()).collect::<Vec<usize>>();
-        let steps: Vec<(bool, Vec<usize>)> = s
+        let steps: Vec<(Option<usize>, Vec<usize>)> = s
             .steps
             .iter()
             .map(|st| match st {
-                Step::Ukernel { op, args, .. } => (matches!(op, Ukernel::Linear { .. }), idx(args)),
-                Step::Kernel { args, .. } => (false, idx(args)),
+                Step::Ukernel { op, args, .. } => (op.linear_weight_arg(), idx(args)),
+                Step::Kernel { args, .. } => (None, idx(args)),
             })
             .collect();
         let outs = idx(&s.outputs.iter().map(|(_, id)| *id).collect::<Vec<_>>());
@@ -119,7 +120,11 @@ pub(crate) fn transpose_linear_weights(
     let mut marked = vec![false; steps.len()];
     let pre = packed_weights(art)?;
     let vals: Vec<(usize, bool)> = values.iter().map(|v| (v.root, v.dtype == ElemType::F32)).collect();
-    let sts: Vec<(bool, Vec<usize>)> = steps.iter().map(|st| (matches!(st.kind, StepKind::Ukernel(Ukernel::Linear { .. })), st.args.clone())).collect();
+    let weight_arg = |st: &StepPlan| match &st.kind {
+        StepKind::Ukernel(op) => op.linear_weight_arg(),
+        _ => None,
+    };
+    let sts: Vec<(Option<usize>, Vec<usize>)> = steps.iter().map(|st| (weight_arg(st), st.args.clone())).collect();
     let outs: Vec<usize> = outputs.iter().map(|(_, v)| *v).collect();
     let eligible = linear_only_weights(&vals, &sts, &outs);
     let n = values.len();
@@ -147,7 +152,7 @@ pub(crate) fn transpose_linear_weights(
         packed[r] = true;
     }
     for (si, st) in steps.iter().enumerate() {
-        if matches!(st.kind, StepKind::Ukernel(Ukernel::Linear { .. })) && st.args.len() >= 2 && packed[st.args[1]] {
+        if weight_arg(st).is_some_and(|i| st.args.get(i).is_some_and(|&w| packed[w])) {
             marked[si] = true;
         }
     }
@@ -159,7 +164,11 @@ pub(crate) fn transpose_linear_weights(
 /// then [`gemm_packed::linear_packed`].
 pub(crate) fn run_linear_t(op: &Ukernel, args: &[TensorRef], results: &mut [TensorMut], threads: usize) -> Result<(), KernelError> {
     const NAME: &str = "linear";
-    let Ukernel::Linear { bias } = op else { return Err(KernelError::new(NAME, "a packed weight on a step that is not linear")) };
+    let bias = match op {
+        Ukernel::Linear { bias } => bias,
+        Ukernel::LinearSections { bias, inputs } => return crate::kernels::linear_sections::run(*bias, *inputs, args, results, true, threads),
+        _ => return Err(KernelError::new(NAME, "a packed weight on a step that is not linear")),
+    };
     if args.len() != 2 + *bias as usize || results.len() != 1 {
         return Err(KernelError::new(NAME, format!("{} operands and {} results, expected {} and 1", args.len(), results.len(), 2 + *bias as usize)));
     }

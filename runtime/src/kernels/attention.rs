@@ -14,10 +14,13 @@
 //!   **zeros**, exactly as the IR evaluator (not NaN as a naive softmax).
 //!
 //! Algorithm: per (batch, head, block of [`BQ`] queries) task, key blocks of
-//! [`BK`] are visited in order; `S = Q·Kᵀ` for the block (the `gemm` crate,
-//! single-threaded inside a task), scale/mask/causal applied, an online
-//! softmax keeps the running row max `m` and denominator `l`, rescales the
-//! output accumulator and adds `P·V` (again `gemm`). Under `causal`, key
+//! [`BK`] are visited in order; `S = Q·Kᵀ` for the block, scale/mask/causal
+//! applied, an online softmax keeps the running row max `m` and denominator
+//! `l`, rescales the output accumulator and adds `P·V`. The two GEMMs go
+//! through the `gemm` crate, single-threaded inside a task (measured: the
+//! packed GEMM's 14×32 AVX-512 tile, with the key block packed per task,
+//! was no faster at the benchmark's shape; the GEMMs run near the FMA
+//! peak, the softmax is the rest). Under `causal`, key
 //! blocks past the block's last visible key are skipped, and rows that see
 //! none of a key block are left out of its two GEMMs. Everything
 //! accumulates in f32; scores are exponentiated with a polynomial `exp`
@@ -26,8 +29,8 @@
 //! shape (S = 320, D = 64, 8 heads, one thread: 2.0 ms against 3.2 ms with
 //! 128×256 and 2.4 ms with 64×512); earlier, 128×256 beat 64×128 by 1.4×. The output
 //! block itself is the accumulator; the only scratch (`S`, `m`, `l`) is
-//! thread-local and reused. Tasks are spread over the pool (see
-//! [`super::threads`]); there are `B·H·⌈Sq/BQ⌉` of them.
+//! thread-local and reused. The `B·H·⌈Sq/BQ⌉` tasks are one flat
+//! [`super::threads::parallel_for`] on the spinning pool.
 
 use super::gemm::{bcast_strides, gemm_in, Epilogue, MatMut, MatRef};
 use super::{threads, KernelError};
@@ -109,20 +112,21 @@ fn row_max(row: &[f32]) -> f32 {
     acc.iter().fold(tail, |a, &x| if x > a { x } else { a })
 }
 
-/// `row ← exp(row − m)`, returning the sum of the new values.
+/// `row ← exp(row·scale − m)`, returning the sum of the new values
+/// (`scale` 1 for rows already scaled: the same values as without it).
 #[inline(always)]
-fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+fn exp_sub_sum(row: &mut [f32], scale: f32, m: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut it = row.chunks_exact_mut(LANES);
     for c in &mut it {
         for (a, x) in acc.iter_mut().zip(c) {
-            *x = exp_f32(*x - m);
+            *x = exp_f32(*x * scale - m);
             *a += *x;
         }
     }
     let mut tail = 0.0;
     for x in it.into_remainder() {
-        *x = exp_f32(*x - m);
+        *x = exp_f32(*x * scale - m);
         tail += *x;
     }
     acc.iter().sum::<f32>() + tail
@@ -174,31 +178,35 @@ pub fn attention(
     let scale = scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
     let group = heads / kv_heads;
     let qblocks = sq.div_ceil(BQ);
-    threads::run(OP, threads, |t| {
-        threads::for_each_chunk(t, out, sq * dv, |bh, o_head| {
-            let (b, h) = (bh / heads, bh % heads);
-            let kvh = b * kv_heads + h / group;
-            let kh = &k[kvh * sk * d..(kvh + 1) * sk * d];
-            let vh = &v[kvh * sk * dv..(kvh + 1) * sk * dv];
-            let qh = &q[bh * sq * d..(bh + 1) * sq * d];
-            let head_mask = mstrides.map(|(m, s)| (&m[b * s[0] + h * s[1]..], [s[2], s[3]]));
-            let task = |qb: usize, o: &mut [f32]| -> Result<(), KernelError> {
-                let i0 = qb * BQ;
-                let br = o.len() / dv.max(1);
-                let qv = &qh[i0 * d..(i0 + br) * d];
-                let job = Block { i0, br, sq, sk, d, dv, scale, causal, mask: head_mask };
-                SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                    Ok(mut s) => job.run(qv, kh, vh, o, &mut s),
-                    Err(_) => job.run(qv, kh, vh, o, &mut Vec::new()),
-                })
-            };
-            if dv == 0 {
-                return Ok(());
-            }
-            // One head's query blocks in parallel too (nested in the pool).
-            threads::for_each_chunk(if qblocks > 1 { t } else { 1 }, o_head, BQ * dv, task)
+    // One flat task space of (batch·head, query block) pairs on the pool.
+    let bh_n = out.len() / (sq * dv).max(1);
+    let (olen, obase) = (out.len(), threads::SharedMut(out.as_mut_ptr()));
+    if dv == 0 {
+        return Ok(());
+    }
+    threads::try_parallel_for(threads, bh_n * qblocks, |task| {
+        let (bh, qb) = (task / qblocks, task % qblocks);
+        let (b, h) = (bh / heads, bh % heads);
+        let kvh = b * kv_heads + h / group;
+        let kh = &k[kvh * sk * d..(kvh + 1) * sk * d];
+        let vh = &v[kvh * sk * dv..(kvh + 1) * sk * dv];
+        let qh = &q[bh * sq * d..(bh + 1) * sq * d];
+        let head_mask = mstrides.map(|(m, s)| (&m[b * s[0] + h * s[1]..], [s[2], s[3]]));
+        let i0 = qb * BQ;
+        let br = BQ.min(sq - i0);
+        let lo = (bh * sq + i0) * dv;
+        debug_assert!(lo + br * dv <= olen);
+        let ob = obase;
+        // SAFETY: rows i0..i0+br of head bh: in bounds of `out` (bh < B·H,
+        // i0 + br ≤ Sq) and disjoint from every other task's rows.
+        let o = unsafe { std::slice::from_raw_parts_mut(ob.0.add(lo), br * dv) };
+        let qv = &qh[i0 * d..(i0 + br) * d];
+        let job = Block { i0, br, sq, sk, d, dv, scale, causal, mask: head_mask };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => job.run(qv, kh, vh, o, &mut s),
+            Err(_) => job.run(qv, kh, vh, o, &mut Vec::new()),
         })
-    })?
+    })
 }
 
 /// One (batch, head, query block) task.
@@ -296,6 +304,10 @@ impl Block<'_> {
         for r in 0..br - r0 {
             let i = i0 + r0 + r;
             let row = &mut s[r * bc..(r + 1) * bc];
+            // Without a mask and with scale > 0, the scale is applied inside
+            // the exp pass (max(x)·scale = max(x·scale): rounding is
+            // monotonic, so the values are those of a separate scale pass).
+            let fused = mask.is_none() && scale > 0.0;
             match mask {
                 Some((mk, [si, 0])) => {
                     let add = mk[i * si];
@@ -305,6 +317,7 @@ impl Block<'_> {
                     let base = i * si + kb;
                     row.iter_mut().zip(&mk[base..base + bc]).for_each(|(x, a)| *x = *x * scale + a);
                 }
+                None if fused => {}
                 None => row.iter_mut().for_each(|x| *x *= scale),
             }
             if causal {
@@ -312,14 +325,14 @@ impl Block<'_> {
                 let lim = (i + sk + 1).saturating_sub(sq).saturating_sub(kb).min(bc);
                 row[lim..].fill(f32::NEG_INFINITY);
             }
-            let mx = row_max(row);
+            let (mx, row_scale) = if fused { (row_max(row) * scale, scale) } else { (row_max(row), 1.0) };
             let m_new = m[r].max(mx);
             let orow = &mut o[r * dv..(r + 1) * dv];
             if m_new == f32::NEG_INFINITY {
                 row.fill(0.0);
                 continue;
             }
-            let sum = exp_sub_sum(row, m_new);
+            let sum = exp_sub_sum(row, row_scale, m_new);
             let corr = exp_f32(m[r] - m_new);
             if corr != 1.0 {
                 orow.iter_mut().for_each(|x| *x *= corr);

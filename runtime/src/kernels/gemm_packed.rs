@@ -19,8 +19,13 @@
 //! thread writes a disjoint set of output columns); with one panel and
 //! several threads the rows are split instead.
 //!
+//! Sections ([`linear_packed_sections`]): the input may come as several
+//! column blocks (a `concat` along K the GEMM reads in place) and the output
+//! may go to several column blocks (a `split` along N written in place).
+//!
 //! Selected at run time when the CPU has `avx512f`; otherwise each panel
-//! is one call of the `gemm` crate (a row-major `[K, w_p]` right-hand side).
+//! is one call of the `gemm` crate (a row-major `[K, w_p]` right-hand side)
+//! per input section.
 //! Accumulation is sequential in `k` within a k-block, blocks summed in
 //! order (f32), error as in [`super::gemm`].
 
@@ -85,6 +90,30 @@ pub fn avx512_available() -> bool {
 /// [`pack_panels`] from `w[N, K]`; all row-major.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_packed(x: &[f32], rows: usize, k: usize, wp: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], threads: usize) -> Result<(), KernelError> {
+    linear_packed_sections(&[x], &[k], rows, wp, n, bias, &mut [y], &[n], threads)
+}
+
+/// [`linear_packed`] on an input given as column sections and an output
+/// written as column sections: `split(concat(x_0, …, x_{m−1}) · W + b)`
+/// along the last axis, without materialising either. `xs[i]` is
+/// `[rows, ks[i]]` row-major (`K = Σ ks`), `ys[o]` is `[rows, ns[o]]`
+/// row-major (`N = Σ ns`). Every output section but the last must be a
+/// multiple of [`NR`] columns wide, so that each panel lies in one output
+/// (the GEMM writes panel `p` into the output holding its columns, at that
+/// output's row stride); k-blocks are cut at input-section boundaries
+/// (`kc = min(KC, boundary − k0)`) and read from the section holding them.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_packed_sections(
+    xs: &[&[f32]],
+    ks: &[usize],
+    rows: usize,
+    wp: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    ys: &mut [&mut [f32]],
+    ns: &[usize],
+    threads: usize,
+) -> Result<(), KernelError> {
     let need = |what: &str, got: usize, r: usize, c: usize| {
         if Some(got) == r.checked_mul(c) {
             Ok(())
@@ -92,9 +121,26 @@ pub fn linear_packed(x: &[f32], rows: usize, k: usize, wp: &[f32], n: usize, bia
             Err(KernelError::new(OP, format!("{what}: {got} elements for [{r}, {c}]")))
         }
     };
-    need("x", x.len(), rows, k)?;
+    if xs.is_empty() || xs.len() != ks.len() || ys.is_empty() || ys.len() != ns.len() {
+        let msg = format!("{} input sections with {} widths, {} output sections with {} widths", xs.len(), ks.len(), ys.len(), ns.len());
+        return Err(KernelError::new(OP, msg));
+    }
+    let multi = xs.len() > 1 || ys.len() > 1;
+    for (i, (x, &kk)) in xs.iter().zip(ks).enumerate() {
+        need(&if multi { format!("input section {i}") } else { "x".to_string() }, x.len(), rows, kk)?;
+    }
+    let k: usize = ks.iter().sum();
+    if ns.iter().sum::<usize>() != n {
+        return Err(KernelError::new(OP, format!("output sections {ns:?} do not add up to N = {n}")));
+    }
+    if let Some(o) = ns[..ns.len() - 1].iter().position(|w| !w.is_multiple_of(NR)) {
+        let msg = format!("output section {o} is {} columns wide: every section but the last must be a multiple of {NR}", ns[o]);
+        return Err(KernelError::new(OP, msg));
+    }
     need("packed weight", wp.len(), k, n)?;
-    need("y", y.len(), rows, n)?;
+    for (o, (y, &w)) in ys.iter().zip(ns).enumerate() {
+        need(&if multi { format!("output section {o}") } else { "y".to_string() }, y.len(), rows, w)?;
+    }
     if let Some(b) = bias {
         if b.len() != n {
             return Err(KernelError::new(OP, format!("bias has {} elements, expected {n}", b.len())));
@@ -104,140 +150,214 @@ pub fn linear_packed(x: &[f32], rows: usize, k: usize, wp: &[f32], n: usize, bia
         return Ok(());
     }
     if k == 0 {
-        for r in y.chunks_mut(n) {
-            match bias {
-                Some(b) => r.copy_from_slice(b),
-                None => r.fill(0.0),
+        let mut c0 = 0;
+        for (y, &w) in ys.iter_mut().zip(ns) {
+            if w > 0 {
+                for r in y.chunks_mut(w) {
+                    match bias {
+                        Some(b) => r.copy_from_slice(&b[c0..c0 + w]),
+                        None => r.fill(0.0),
+                    }
+                }
             }
+            c0 += w;
         }
         return Ok(());
     }
     if avx512_available() {
         #[cfg(target_arch = "x86_64")]
         {
-            return threads::run(OP, threads, |t| avx512::run(x, rows, k, wp, n, bias, y, t));
+            let outs: Vec<avx512::Out> = ys.iter_mut().map(|y| avx512::Out(y.as_mut_ptr())).collect();
+            return avx512::run(xs, ks, rows, wp, n, bias, &outs, ns, threads::resolve(threads));
         }
     }
-    fallback(x, rows, k, wp, n, bias, y, threads)
+    fallback(xs, ks, rows, wp, n, bias, ys, ns, threads)
 }
 
-/// One `gemm`-crate call per panel.
+/// The output section holding column `c` and its first column (`ns` as
+/// checked by [`linear_packed_sections`], `c < Σ ns`).
+fn section_of(ns: &[usize], c: usize) -> (usize, usize) {
+    let (mut o, mut off) = (0, 0);
+    while o + 1 < ns.len() && c >= off + ns[o] {
+        off += ns[o];
+        o += 1;
+    }
+    (o, off)
+}
+
+/// One `gemm`-crate call per panel and input section (the first with the
+/// bias, the others accumulating), written into the panel's output section.
 #[allow(clippy::too_many_arguments)]
-fn fallback(x: &[f32], rows: usize, k: usize, wp: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], threads: usize) -> Result<(), KernelError> {
+fn fallback(
+    xs: &[&[f32]],
+    ks: &[usize],
+    rows: usize,
+    wp: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    ys: &mut [&mut [f32]],
+    ns: &[usize],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let k: usize = ks.iter().sum();
     for p0 in (0..n).step_by(NR) {
         let w = NR.min(n - p0);
-        let b = MatRef::row_major(&wp[p0 * k..p0 * k + k * w], k, w);
-        let c = MatMut { data: &mut y[p0..], rows, cols: w, rs: n, cs: 1 };
-        let epi = bias.map_or(Epilogue::None, |b| Epilogue::BiasN(&b[p0..p0 + w]));
-        g::gemm(c, MatRef::row_major(x, rows, k), b, epi, threads)?;
+        let (o, off) = section_of(ns, p0);
+        let mut koff = 0;
+        for (x, &kk) in xs.iter().zip(ks) {
+            if kk == 0 {
+                continue;
+            }
+            let b = MatRef::row_major(&wp[p0 * k + koff * w..p0 * k + (koff + kk) * w], kk, w);
+            let c = MatMut { data: &mut ys[o][p0 - off..], rows, cols: w, rs: ns[o], cs: 1 };
+            let epi = match (koff, bias) {
+                (0, Some(b)) => Epilogue::BiasN(&b[p0..p0 + w]),
+                (0, None) => Epilogue::None,
+                _ => Epilogue::Accumulate,
+            };
+            g::gemm(c, MatRef::row_major(x, rows, kk), b, epi, threads)?;
+            koff += kk;
+        }
     }
     Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::threads;
+    use super::KernelError;
     use super::{KC, MR, NR};
-    use rayon::prelude::*;
     use std::arch::x86_64::*;
 
     /// A raw output pointer shared by threads that write disjoint elements.
     #[derive(Clone, Copy)]
-    struct Out(*mut f32);
+    pub(super) struct Out(pub(super) *mut f32);
     // SAFETY: threads write disjoint column (or row) ranges of `y`.
     unsafe impl Send for Out {}
     unsafe impl Sync for Out {}
 
     /// Splits the work over `t` threads (module doc) and runs the blocks.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn run(x: &[f32], rows: usize, k: usize, wp: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], t: usize) {
+    pub(super) fn run(
+        xs: &[&[f32]],
+        ks: &[usize],
+        rows: usize,
+        wp: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+        outs: &[Out],
+        ns: &[usize],
+        t: usize,
+    ) -> Result<(), KernelError> {
         let panels = n.div_ceil(NR);
-        let out = Out(y.as_mut_ptr());
         let job = |p_lo: usize, p_hi: usize, r_lo: usize, r_hi: usize| {
-            let o = out;
-            // SAFETY: lengths checked by the caller (x: rows·K, wp: K·N,
-            // y: rows·N, bias: N); this job writes only rows r_lo..r_hi of
+            // SAFETY: lengths checked by the caller (xs[i]: rows·ks[i], wp:
+            // K·N, outs[o]: rows·ns[o], bias: N, sections before the last
+            // multiples of NR); this job writes only rows r_lo..r_hi of
             // panels p_lo..p_hi, disjoint from every other job's.
-            unsafe { blocks(x, k, wp, n, bias, o.0, p_lo, p_hi, r_lo, r_hi) }
+            unsafe { blocks(xs, ks, wp, n, bias, outs, ns, p_lo, p_hi, r_lo, r_hi) }
         };
         if t <= 1 {
             job(0, panels, 0, rows);
+            Ok(())
         } else if panels >= t {
-            (0..t).into_par_iter().for_each(|i| job(i * panels / t, (i + 1) * panels / t, 0, rows));
+            threads::parallel_for(t, t, |i| job(i * panels / t, (i + 1) * panels / t, 0, rows))
         } else {
             // Few panels: split rows too, in whole MR tiles.
             let tiles = rows.div_ceil(MR);
             let per_p = t.div_ceil(panels).min(tiles).max(1);
-            (0..panels * per_p).into_par_iter().for_each(|i| {
+            threads::parallel_for(t, panels * per_p, |i| {
                 let (p, s) = (i / per_p, i % per_p);
                 job(p, p + 1, (s * tiles / per_p * MR).min(rows), ((s + 1) * tiles / per_p * MR).min(rows))
-            });
+            })
         }
     }
 
-    /// Rows `r_lo..r_hi` × panels `p_lo..p_hi` of `y`, k-block outermost.
+    /// Rows `r_lo..r_hi` × panels `p_lo..p_hi` of the output, k-block
+    /// outermost (k-blocks cut at input-section boundaries).
     ///
     /// # Safety
-    /// The CPU has avx512f; slices as checked by `linear_packed`; `y`
-    /// points at `rows·N` writable f32 of which this call is the only
-    /// writer of the given block.
+    /// The CPU has avx512f; slices as checked by `linear_packed_sections`;
+    /// `outs[o]` points at `rows·ns[o]` writable f32 of which this call is
+    /// the only writer of the given block.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn blocks(x: &[f32], k: usize, wp: &[f32], n: usize, bias: Option<&[f32]>, y: *mut f32, p_lo: usize, p_hi: usize, r_lo: usize, r_hi: usize) {
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = KC.min(k - k0);
-            let first = k0 == 0;
-            for p in p_lo..p_hi {
-                let c0 = p * NR;
-                let w = NR.min(n - c0);
-                let m0: __mmask16 = if w >= 16 { 0xffff } else { ((1u32 << w) - 1) as __mmask16 };
-                let m1: __mmask16 = if w >= 32 {
-                    0xffff
-                } else if w > 16 {
-                    ((1u32 << (w - 16)) - 1) as __mmask16
-                } else {
-                    0
-                };
-                let b = wp.as_ptr().add(c0 * k + k0 * w);
-                let bias_p = match (first, bias) {
-                    (true, Some(bs)) => bs.as_ptr().add(c0),
-                    _ => std::ptr::null(),
-                };
-                // The next panel's block, prefetched into L2 by the first
-                // tile (weights are read once per forward: cold in cache).
-                let (pf, pf_ld) = if p + 1 < p_hi {
-                    let wn = NR.min(n - c0 - NR);
-                    (wp.as_ptr().add((c0 + NR) * k + k0 * wn), wn)
-                } else {
-                    (std::ptr::null(), 0)
-                };
-                let mut r = r_lo;
-                while r < r_hi {
-                    let mr = MR.min(r_hi - r);
-                    let a = x.as_ptr().add(r * k + k0);
-                    let c = y.add(r * n + c0);
-                    let pf = if r == r_lo { pf } else { std::ptr::null() };
-                    let args = Tile { kc, a, lda: k, b, ldb: w, c, ldc: n, m0, m1, load_c: !first, bias: bias_p, pf, pf_ld };
-                    match mr {
-                        14 => tile::<14>(&args),
-                        13 => tile::<13>(&args),
-                        12 => tile::<12>(&args),
-                        11 => tile::<11>(&args),
-                        10 => tile::<10>(&args),
-                        9 => tile::<9>(&args),
-                        8 => tile::<8>(&args),
-                        7 => tile::<7>(&args),
-                        6 => tile::<6>(&args),
-                        5 => tile::<5>(&args),
-                        4 => tile::<4>(&args),
-                        3 => tile::<3>(&args),
-                        2 => tile::<2>(&args),
-                        _ => tile::<1>(&args),
+    unsafe fn blocks(
+        xs: &[&[f32]],
+        ks: &[usize],
+        wp: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+        outs: &[Out],
+        ns: &[usize],
+        p_lo: usize,
+        p_hi: usize,
+        r_lo: usize,
+        r_hi: usize,
+    ) {
+        let k: usize = ks.iter().sum();
+        let mut koff = 0;
+        for (x, &ksec) in xs.iter().zip(ks) {
+            let mut k0 = 0;
+            while k0 < ksec {
+                let kc = KC.min(ksec - k0);
+                let kabs = koff + k0;
+                let first = kabs == 0;
+                for p in p_lo..p_hi {
+                    let c0 = p * NR;
+                    let w = NR.min(n - c0);
+                    let (o, off) = super::section_of(ns, c0);
+                    let (y, ldc) = (outs[o].0.add(c0 - off), ns[o]);
+                    let m0: __mmask16 = if w >= 16 { 0xffff } else { ((1u32 << w) - 1) as __mmask16 };
+                    let m1: __mmask16 = if w >= 32 {
+                        0xffff
+                    } else if w > 16 {
+                        ((1u32 << (w - 16)) - 1) as __mmask16
+                    } else {
+                        0
+                    };
+                    let b = wp.as_ptr().add(c0 * k + kabs * w);
+                    let bias_p = match (first, bias) {
+                        (true, Some(bs)) => bs.as_ptr().add(c0),
+                        _ => std::ptr::null(),
+                    };
+                    // The next panel's block, prefetched into L2 by the first
+                    // tile (weights are read once per forward: cold in cache).
+                    let (pf, pf_ld) = if p + 1 < p_hi {
+                        let wn = NR.min(n - c0 - NR);
+                        (wp.as_ptr().add((c0 + NR) * k + kabs * wn), wn)
+                    } else {
+                        (std::ptr::null(), 0)
+                    };
+                    let mut r = r_lo;
+                    while r < r_hi {
+                        let mr = MR.min(r_hi - r);
+                        let a = x.as_ptr().add(r * ksec + k0);
+                        let c = y.add(r * ldc);
+                        let pf = if r == r_lo { pf } else { std::ptr::null() };
+                        let args = Tile { kc, a, lda: ksec, b, ldb: w, c, ldc, m0, m1, load_c: !first, bias: bias_p, pf, pf_ld };
+                        match mr {
+                            14 => tile::<14>(&args),
+                            13 => tile::<13>(&args),
+                            12 => tile::<12>(&args),
+                            11 => tile::<11>(&args),
+                            10 => tile::<10>(&args),
+                            9 => tile::<9>(&args),
+                            8 => tile::<8>(&args),
+                            7 => tile::<7>(&args),
+                            6 => tile::<6>(&args),
+                            5 => tile::<5>(&args),
+                            4 => tile::<4>(&args),
+                            3 => tile::<3>(&args),
+                            2 => tile::<2>(&args),
+                            _ => tile::<1>(&args),
+                        }
+                        r += mr;
                     }
-                    r += mr;
                 }
+                k0 += kc;
             }
-            k0 += kc;
+            koff += ksec;
         }
     }
 

@@ -21,7 +21,9 @@ pub mod attention;
 pub mod conv;
 pub mod gemm;
 pub mod gemm_packed;
+pub mod linear_sections;
 pub mod moe;
+pub mod spin_pool;
 pub mod threads;
 pub mod topk;
 pub mod view;
@@ -58,7 +60,7 @@ impl KernelError {
 /// The IR mnemonic of a ukernel (names it in errors).
 pub fn ukernel_name(op: &Ukernel) -> &'static str {
     match op {
-        Ukernel::Linear { .. } => "linear",
+        Ukernel::Linear { .. } | Ukernel::LinearSections { .. } => "linear",
         Ukernel::MatMul => "matmul",
         Ukernel::Attention { .. } => "attention",
         Ukernel::Conv { .. } => "conv",
@@ -113,6 +115,7 @@ pub fn run_ukernel(op: &Ukernel, args: &[TensorRef], results: &mut [TensorMut], 
             let y = results[0].f32s_mut(name, "result")?;
             gemm::linear(xd, lead.iter().product(), k, wd, *n, bd, y, threads).map_err(|e| e.within(name))
         }
+        Ukernel::LinearSections { bias, inputs } => linear_sections::run(*bias, *inputs, args, results, false, threads),
         Ukernel::MatMul => {
             arity(name, args.len(), 2, results.len(), 1)?;
             let (a, b) = (&args[0], &args[1]);

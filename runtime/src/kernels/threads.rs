@@ -1,20 +1,21 @@
 //! Threading for the kernels.
 //!
-//! Decision: rayon, with a pool of exactly the requested size. Every kernel
-//! takes `threads` (0 = [`default_threads`], the number of physical cores).
-//! `threads == 1` runs inline on the calling thread with no rayon at all.
-//! Otherwise the kernel runs inside a rayon pool of `threads` workers: the
-//! current pool when the caller is already a worker of a pool of that size
-//! (so a scheduler may own its pool and call kernels from it), else a
-//! process-wide pool built once per distinct size and cached. Inside the
-//! pool, work is split with rayon's parallel iterators, and the `gemm`
-//! crate's own parallelism (`Parallelism::Rayon`) uses the same pool.
-//! Rayon was chosen over `std::thread::scope` because it composes with
-//! `gemm`'s threading, keeps workers (and their thread-local scratch) alive
-//! across calls, and balances uneven tasks (causal attention) by stealing.
+//! Two mechanisms, both sized by `threads` (0 = [`default_threads`], the
+//! number of physical cores; 1 = inline on the calling thread, no pool):
+//!
+//! * [`parallel_for`] / [`for_each_chunk`]: the hot kernels (packed GEMM,
+//!   attention, split generated kernels, conv loops) fork-join on a
+//!   [`SpinPool`] of that size: the caller is thread 0, the other workers
+//!   spin briefly between jobs, so the chain of short parallel steps of a
+//!   forward pass does not pay an OS wake-up per step (see
+//!   [`super::spin_pool`] for why and how).
+//! * [`run`]: a rayon pool of exactly that size, for the `gemm` crate's own
+//!   parallelism (`Parallelism::Rayon`, the non-AVX-512 paths) and other
+//!   rayon users: the current pool when the caller is already a worker of a
+//!   pool of that size, else a process-wide pool built once per size.
 
+use super::spin_pool::SpinPool;
 use super::KernelError;
-use rayon::prelude::*;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Physical cores available to this process: distinct (package, core)
@@ -83,15 +84,20 @@ fn pool(op: &'static str, threads: usize) -> Result<Arc<rayon::ThreadPool>, Kern
 /// size when it is more than one (see the module doc).
 pub(crate) fn run<R: Send>(op: &'static str, threads: usize, f: impl FnOnce(usize) -> R + Send) -> Result<R, KernelError> {
     let t = resolve(threads);
-    if t == 1 || (rayon::current_thread_index().is_some() && rayon::current_num_threads() == t) {
+    if t == 1 {
+        return Ok(f(t));
+    }
+    // Rayon's workers need the cores the spinning pool's may be holding.
+    super::spin_pool::quiesce();
+    if rayon::current_thread_index().is_some() && rayon::current_num_threads() == t {
         return Ok(f(t));
     }
     Ok(pool(op, t)?.install(|| f(t)))
 }
 
 /// Calls `f(i, chunk_i)` for the consecutive `chunk`-sized pieces of
-/// `data` (the last may be shorter), in parallel when `threads > 1`; stops
-/// at (and returns) an error. Must be called inside [`run`].
+/// `data` (the last may be shorter), on `threads` threads of the spinning
+/// pool when more than one ([`parallel_for`]); returns the first error.
 pub(crate) fn for_each_chunk<T: Send>(
     threads: usize,
     data: &mut [T],
@@ -100,11 +106,79 @@ pub(crate) fn for_each_chunk<T: Send>(
 ) -> Result<(), KernelError> {
     let chunk = chunk.max(1);
     if threads <= 1 || data.len() <= chunk {
-        data.chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c))
-    } else {
-        data.par_chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c))
+        return data.chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c));
+    }
+    let len = data.len();
+    let base = SharedMut(data.as_mut_ptr());
+    try_parallel_for(threads, len.div_ceil(chunk), |i| {
+        let b = base;
+        let lo = i * chunk;
+        let n = chunk.min(len - lo);
+        // SAFETY: chunk i is elements lo..lo+n of `data` (in bounds),
+        // disjoint from every other task's chunk; `data` is borrowed
+        // mutably for the whole call.
+        let c = unsafe { std::slice::from_raw_parts_mut(b.0.add(lo), n) };
+        f(i, c)
+    })
+}
+
+/// The process-wide spinning pool of `threads` threads (built once per size).
+fn spin_pool(op: &'static str, threads: usize) -> Result<Arc<SpinPool>, KernelError> {
+    type Pools = Mutex<Vec<(usize, Arc<SpinPool>)>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut pools = pools.lock().map_err(|_| KernelError::new(op, "thread pool cache poisoned"))?;
+    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(SpinPool::new(threads).map_err(|e| KernelError::new(op, format!("cannot start {threads} threads: {e}")))?);
+    pools.push((threads, p.clone()));
+    Ok(p)
+}
+
+/// Calls `f(i)` for every `i in 0..n`, spread over up to `threads` threads
+/// (0 = [`default_threads`]) of the spinning pool ([`SpinPool`]; the caller
+/// is one of them and returns when all are done). Tasks run in any order
+/// and concurrently, so `f` must only write disjoint data. Inside another
+/// `parallel_for` task it runs inline.
+pub fn parallel_for(threads: usize, n: usize, f: impl Fn(usize) + Sync) -> Result<(), KernelError> {
+    let t = resolve(threads);
+    if t <= 1 || n <= 1 {
+        (0..n).for_each(f);
+        return Ok(());
+    }
+    spin_pool("parallel_for", t)?.run(n, &f).map_err(|e| KernelError::new("parallel_for", e))
+}
+
+/// [`parallel_for`] for tasks that can fail: the first error is returned
+/// (the other tasks still run).
+pub fn try_parallel_for(threads: usize, n: usize, f: impl Fn(usize) -> Result<(), KernelError> + Sync) -> Result<(), KernelError> {
+    let first: Mutex<Option<KernelError>> = Mutex::new(None);
+    parallel_for(threads, n, |i| {
+        if let Err(e) = f(i) {
+            if let Ok(mut g) = first.lock() {
+                g.get_or_insert(e);
+            }
+        }
+    })?;
+    match first.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
     }
 }
+
+/// A raw pointer that tasks of one `parallel_for` share to write disjoint
+/// parts of one slice.
+pub(crate) struct SharedMut<T>(pub *mut T);
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: users write disjoint elements only (each call site says why).
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
 
 #[cfg(test)]
 #[path = "tests/threads.rs"]

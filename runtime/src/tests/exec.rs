@@ -244,8 +244,8 @@ fn kernel_stage(symbol2: &str) -> StageSchedule {
             val(5, F, vec![sym("n"), c(3)], ValueDef::Computed),
         ],
         steps: vec![
-            Step::Kernel { symbol: "scale_add".into(), args: vec![0, 1, 2], results: vec![3] },
-            Step::Kernel { symbol: symbol2.into(), args: vec![3], results: vec![4, 5] },
+            Step::Kernel { symbol: "scale_add".into(), args: vec![0, 1, 2], results: vec![3], split: vec![] },
+            Step::Kernel { symbol: symbol2.into(), args: vec![3], results: vec![4, 5], split: vec![] },
         ],
         flops: vec![],
     }
@@ -297,7 +297,7 @@ fn too_many_kernel_arguments_is_a_load_error() {
         inputs: vec![0],
         outputs: vec![("o".into(), 1)],
         values,
-        steps: vec![Step::Kernel { symbol: "wide".into(), args: vec![0], results: (1..=32).collect() }],
+        steps: vec![Step::Kernel { symbol: "wide".into(), args: vec![0], results: (1..=32).collect(), split: vec![] }],
         flops: vec![],
     };
     let dir = tempfile::tempdir().unwrap();

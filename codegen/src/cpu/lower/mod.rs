@@ -30,10 +30,16 @@
 //! kernel result needs their value, and then every needed lazy value of the
 //! same shape is computed by one `linalg.generic` whose body evaluates the
 //! whole expression DAG per element ([`elementwise`]). Broadcasting is an
-//! indexing map per leaf operand. Other ops have one lowering each:
+//! indexing map per leaf operand. Movement ops whose in-kernel users are
+//! all lazy (reshape, transpose, slice, split, concat of unit pieces) are
+//! lazy *views* too: the generic reads their operand at remapped
+//! coordinates, refining its loops where a reshape would need `floordiv`
+//! ([`view`]), so e.g. the interleaved rotary embedding after a norm is one
+//! pass without temporaries. Other ops have one lowering each:
 //! [`reduce`] (reduce, softmax), [`norm`] (layer / rms / group norm),
 //! [`movement`] (transpose, concat, split, slice, pad, gather, upsample,
-//! reshape), [`source`] (constants).
+//! reshape), [`source`] (constants); `concat(split(x))` of all the parts in
+//! order is `x`.
 //!
 //! Arithmetic: float values are computed in f32 (f16/bf16 loaded as f32 and
 //! rounded back to their type after every op that produces them); sums
@@ -59,6 +65,7 @@ mod norm;
 mod reduce;
 mod scalar;
 mod source;
+mod view;
 
 use crate::error::{CodegenError, Result};
 use omnic_ir::{DType, Dim, Graph, Op, TensorType, ValueRef};
@@ -92,9 +99,26 @@ pub(crate) fn is_lazy(op: &Op) -> bool {
 /// Lower a kernel to the text of a `func.func @__omnic_kernel__`.
 /// `names` numbers the graph's values as the text form does (for errors).
 pub fn lower_kernel(g: &Graph, plan: &KernelPlan, names: &HashMap<NodeIndex, usize>) -> Result<String> {
-    let mut f = Func::new(g, names);
-    f.build(plan)?;
+    let f = build_func(g, plan, names).map_err(|(e, _)| e)?;
     Ok(f.finish(plan))
+}
+
+/// Build the kernel function, lowering movement nodes that cannot be
+/// remapped as lazy views as tensor ops (at most once each). The error
+/// comes with the first symbol that could not be computed, if any.
+fn build_func<'g>(g: &'g Graph, plan: &KernelPlan, names: &'g HashMap<NodeIndex, usize>) -> std::result::Result<Func<'g>, (CodegenError, Option<String>)> {
+    let mut excluded = HashSet::new();
+    loop {
+        let mut f = Func::new(g, names);
+        f.no_views = excluded.clone();
+        match f.build(plan) {
+            Ok(()) => return Ok(f),
+            Err(e) => match f.bad_view {
+                Some(n) if excluded.insert(n) => continue,
+                _ => return Err((e, f.missing.take())),
+            },
+        }
+    }
 }
 
 /// Lower a kernel, adding *size carriers* where needed: when a symbolic
@@ -107,14 +131,13 @@ pub fn lower_kernel(g: &Graph, plan: &KernelPlan, names: &HashMap<NodeIndex, usi
 pub fn lower_kernel_with_carriers(g: &Graph, plan: &KernelPlan, names: &HashMap<NodeIndex, usize>) -> Result<(String, KernelPlan)> {
     let mut plan = plan.clone();
     loop {
-        let mut f = Func::new(g, names);
-        match f.build(&plan) {
-            Ok(()) => {
-                let text = f.finish(&plan);
+        match build_func(g, &plan, names) {
+            Ok(built) => {
+                let text = built.finish(&plan);
                 return Ok((text, plan));
             }
-            Err(e) => {
-                let Some(sym) = f.missing.take() else { return Err(e) };
+            Err((e, missing)) => {
+                let Some(sym) = missing else { return Err(e) };
                 let carrier = g
                     .inputs()
                     .into_iter()
@@ -236,28 +259,6 @@ pub(crate) fn identity_map(rank: usize) -> String {
     map(rank, &(0..rank).map(|j| format!("d{j}")).collect::<Vec<_>>())
 }
 
-/// The map reading an operand of shape `s` in the iteration space `big`
-/// (NumPy broadcasting: right-aligned, a constant 1 against anything else
-/// reads index 0). `None` if `s` does not broadcast to `big`.
-pub(crate) fn broadcast_map(s: &[Dim], big: &[Dim]) -> Option<String> {
-    let (r, rr) = (s.len(), big.len());
-    if r > rr {
-        return None;
-    }
-    let mut res = Vec::with_capacity(r);
-    for (i, d) in s.iter().enumerate() {
-        let j = rr - r + i;
-        if *d == big[j] {
-            res.push(format!("d{j}"));
-        } else if d.is_const(1) {
-            res.push("0".to_string());
-        } else {
-            return None;
-        }
-    }
-    Some(map(rr, &res))
-}
-
 /// Bits of `v` as an MLIR float literal of type `t` (exact, and spells
 /// NaN and infinities).
 pub(crate) fn float_lit(v: f64, t: Ct) -> String {
@@ -352,6 +353,16 @@ pub(crate) struct Func<'g> {
     params: Vec<String>,
     /// The first symbol [`Func::solve`] could not compute.
     missing: Option<String>,
+    /// Tensors that are `tensor.collapse_shape`s of a generic computed in
+    /// a refined iteration space: collapsed SSA → (fine SSA, fine shape,
+    /// reassociation). A kernel result among them is written through an
+    /// expanded view of the result buffer (no copy).
+    pub(crate) fine: HashMap<String, (String, Vec<Dim>, String)>,
+    /// Movement nodes lowered as tensor ops rather than lazy views.
+    no_views: HashSet<NodeIndex>,
+    /// A lazy view that turned out not to be remappable (the kernel is
+    /// lowered again with it in `no_views`).
+    pub(crate) bad_view: Option<NodeIndex>,
 }
 
 impl<'g> Func<'g> {
@@ -372,6 +383,9 @@ impl<'g> Func<'g> {
             current: None,
             params: Vec::new(),
             missing: None,
+            fine: HashMap::new(),
+            no_views: HashSet::new(),
+            bad_view: None,
         }
     }
 
@@ -762,6 +776,10 @@ impl<'g> Func<'g> {
             }
         }
         self.current = None;
+        // Movement ops read only by lazy members (or only kernel results)
+        // are lazy views: remapped inside the generics ([`view`]).
+        let views = view::lazy_views(g, &plan.members, &self.no_views);
+        let lazy = |m: NodeIndex| is_lazy(&g.node(m).op) || views.contains(&m);
         for &m in &plan.members {
             let node = g.node(m);
             if is_lazy(&node.op) {
@@ -769,11 +787,15 @@ impl<'g> Func<'g> {
                     return Err(self.internal("lazy op with several results"));
                 }
                 self.env.insert(ValueRef::new(m, 0), Val::Lazy);
+            } else if views.contains(&m) {
+                for p in 0..node.outputs.len() {
+                    self.env.insert(ValueRef::new(m, p as u32), Val::Lazy);
+                }
             }
         }
         // Lazy values that must become tensors.
         for &m in &plan.members {
-            if is_lazy(&g.node(m).op) {
+            if lazy(m) {
                 continue;
             }
             for v in g.operands(m) {
@@ -789,7 +811,7 @@ impl<'g> Func<'g> {
         }
         // Members in order; lazy ones wait for a user.
         for &m in &plan.members {
-            if is_lazy(&g.node(m).op) {
+            if lazy(m) {
                 continue;
             }
             self.current = Some(m);
@@ -799,6 +821,18 @@ impl<'g> Func<'g> {
         for (i, &v) in plan.results.iter().enumerate() {
             self.current = Some(v.node);
             let t = self.tensor(v)?;
+            if let Some((fine, shape, reassoc)) = self.fine.get(&t.ssa).cloned() {
+                let sizes = self.sizes(&shape)?;
+                let m = self.fresh();
+                let elem = storage(t.ty.dtype);
+                let fine_mem = format!("memref<{}{elem}>", shape_prefix(&shape));
+                self.top.push(format!("{m} = memref.expand_shape %r{i} {reassoc} output_shape [{}] : {} into {fine_mem}", sizes.join(", "), memref_ty(&t.ty)));
+                self.top.push(format!(
+                    "bufferization.materialize_in_destination {fine} in restrict writable {m} : ({}, {fine_mem}) -> ()",
+                    tensor_of(&shape, elem)
+                ));
+                continue;
+            }
             self.top.push(format!(
                 "bufferization.materialize_in_destination {} in restrict writable %r{i} : ({}, {}) -> ()",
                 t.ssa,
@@ -845,7 +879,11 @@ impl<'g> Func<'g> {
                 one(norm::group_norm(self, &xs[0], wb.as_ref().map(|(w, b)| (w, b)), *groups, *eps, &outs[0])?)
             }
             Op::Transpose { perm } => one(movement::transpose(self, &xs[0], perm, &outs[0])?),
-            Op::Concat { axis } => one(movement::concat(self, &xs, *axis, &outs[0])?),
+            Op::Concat { axis } => match split_round_trip(g, &operands, *axis) {
+                // concat(split(x)) of all parts in order is x.
+                Some(x) => one(TVal { ssa: self.tensor(x)?.ssa, ty: outs[0].clone() }),
+                None => one(movement::concat(self, &xs, *axis, &outs[0])?),
+            },
             Op::Split { axis, sizes } => movement::split(self, &xs[0], *axis, sizes, outs)?,
             Op::Slice { axis, start, end: _ } => one(movement::slice(self, &xs[0], *axis, start, &outs[0])?),
             Op::Pad { pads, value } => one(movement::pad(self, &xs[0], pads, *value, &outs[0])?),
@@ -880,6 +918,18 @@ impl<'g> Func<'g> {
         s.push_str("  return\n}\n");
         s
     }
+}
+
+/// The operand `x` of `split(x)` when `operands` are all its parts in order
+/// and the concat is along the split's axis.
+fn split_round_trip(g: &Graph, operands: &[ValueRef], axis: usize) -> Option<ValueRef> {
+    let first = operands.first()?;
+    let Op::Split { axis: a, sizes } = &g.node(first.node).op else { return None };
+    let whole = *a == axis && sizes.len() == operands.len() && operands.iter().enumerate().all(|(i, v)| v.node == first.node && v.port as usize == i);
+    if !whole {
+        return None;
+    }
+    g.operands(first.node).first().copied()
 }
 
 /// `%k (label)` of a node, as errors name it.

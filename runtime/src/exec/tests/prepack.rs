@@ -6,14 +6,22 @@ use crate::kernels::testutil::Rng;
 fn linear_only_weights_excludes_other_uses() {
     // Values: 0 x, 1 w (Linear only), 2 w2 (Linear weight and an output), 3 w3 (Linear input), 4 view of 1, 5 y, 6 bf16.
     let values = [(0, true), (1, true), (2, true), (3, true), (1, true), (5, true), (6, false)];
-    let steps = vec![(true, vec![0, 1]), (true, vec![0, 2]), (true, vec![1, 0]), (false, vec![5]), (true, vec![0, 6])];
+    let steps = vec![(Some(1), vec![0, 1]), (Some(1), vec![0, 2]), (Some(1), vec![1, 0]), (None, vec![5]), (Some(1), vec![0, 6])];
     let got = linear_only_weights(&values, &steps, &[2]);
     assert_eq!(got, vec![false, false, false, false, false, false, false], "w is also read as an input by step 2");
-    let steps = vec![(true, vec![0, 1]), (true, vec![0, 2]), (true, vec![0, 6]), (true, vec![0, 4])];
+    let steps = vec![(Some(1), vec![0, 1]), (Some(1), vec![0, 2]), (Some(1), vec![0, 6]), (Some(1), vec![0, 4])];
     let got = linear_only_weights(&values, &steps, &[2]);
     assert_eq!(got, vec![false, false, false, false, false, false, false], "a view of w is read");
     let got = linear_only_weights(&values, &steps[..3], &[2]);
     assert_eq!(got, vec![false, true, false, false, false, false, false]);
+    // A LinearSections step with two input sections reads its weight as arg 2:
+    // w (1) there is a weight use; x (0) and 3 as sections are not.
+    let steps = vec![(Some(2), vec![0, 3, 1]), (Some(1), vec![0, 2])];
+    let got = linear_only_weights(&values, &steps, &[2]);
+    assert_eq!(got, vec![false, true, false, false, false, false, false]);
+    let steps = vec![(Some(2), vec![1, 3, 0])];
+    let got = linear_only_weights(&values, &steps, &[]);
+    assert_eq!(got, vec![true, false, false, false, false, false, false], "w read as a section is not a weight use");
 }
 
 #[test]
@@ -156,5 +164,62 @@ mod stored_packed {
         write_artifact(&p, &manifest(stage(true), true), &[], &weights).unwrap();
         let e = Executable::load(&p, &ExecOptions::default()).unwrap_err().to_string();
         assert!(e.contains("weight `w` is stored packed") && e.contains("stage `forward`"), "{e}");
+    }
+
+    /// x0 [3, 16] ‖ x1 [3, 24] → linear(w [70, 40], b [70]) → y0 [3, 64], y1 [3, 6]
+    /// as one `LinearSections` step (weight at arg 2); `n0` is y0's width.
+    fn sections_stage(n0: usize) -> StageSchedule {
+        let c = |v: usize| DimExpr::Const(v as i64);
+        let val = |id, shape: Vec<DimExpr>, def| ValueSpec { id, dtype: F, shape, def };
+        StageSchedule {
+            name: "forward".into(),
+            inputs: vec![0, 4],
+            outputs: vec![("y0".into(), 3), ("y1".into(), 5)],
+            values: vec![
+                val(0, vec![c(ROWS), c(16)], ValueDef::Input { name: "x0".into() }),
+                val(1, vec![c(N), c(K)], ValueDef::Weight { name: "w".into() }),
+                val(2, vec![c(N)], ValueDef::Weight { name: "b".into() }),
+                val(3, vec![c(ROWS), c(n0)], ValueDef::Computed),
+                val(4, vec![c(ROWS), c(K - 16)], ValueDef::Input { name: "x1".into() }),
+                val(5, vec![c(ROWS), c(N - n0)], ValueDef::Computed),
+            ],
+            steps: vec![Step::Ukernel { op: Ukernel::LinearSections { bias: true, inputs: 2 }, args: vec![0, 4, 1, 2], results: vec![3, 5] }],
+            flops: vec![],
+        }
+    }
+
+    #[test]
+    fn linear_sections_steps_find_their_weight_and_run_packed() {
+        assert_eq!(linear_panel_weights(&[sections_stage(64)]).into_iter().collect::<Vec<_>>(), ["w"]);
+        let mut rng = Rng::new(9);
+        let (x, w, b) = (rng.vec(ROWS * K), rng.vec(N * K), rng.vec(N));
+        let x0: Vec<f32> = (0..ROWS).flat_map(|i| x[i * K..i * K + 16].to_vec()).collect();
+        let x1: Vec<f32> = (0..ROWS).flat_map(|i| x[i * K + 16..(i + 1) * K].to_vec()).collect();
+        let mut wp = vec![0f32; N * K];
+        pack_panels(&w, N, K, &mut wp);
+        let dir = tempfile::tempdir().unwrap();
+        let (x0t, x1t) = (HostTensor::from_f32(&[ROWS, 16], &x0), HostTensor::from_f32(&[ROWS, K - 16], &x1));
+        for (packed, wdata) in [(false, &w), (true, &wp)] {
+            let p = dir.path().join(format!("s{packed}.omni"));
+            let weights = vec![("w".to_string(), HostTensor::from_f32(&[N, K], wdata)), ("b".to_string(), HostTensor::from_f32(&[N], &b))];
+            write_artifact(&p, &manifest(sections_stage(64), packed), &[], &weights).unwrap();
+            let exe = Executable::load(&p, &ExecOptions { threads: 2, ..Default::default() }).unwrap();
+            let out = exe.run_forward([("x0", &x0t), ("x1", &x1t)]).unwrap();
+            let (y0, y1) = (out[0].1.to_f32_vec(), out[1].1.to_f32_vec());
+            for i in 0..ROWS {
+                for j in 0..N {
+                    let want: f32 = (0..K).map(|p| x[i * K + p] * w[j * K + p]).sum::<f32>() + b[j];
+                    let got = if j < 64 { y0[i * 64 + j] } else { y1[i * (N - 64) + j - 64] };
+                    assert!((got - want).abs() < 1e-4, "stored packed {packed} ({i}, {j}): {got} vs {want}");
+                }
+            }
+        }
+        // A first section off the 32-column panel grid: an error naming the step.
+        let p = dir.path().join("off_grid.omni");
+        let weights = vec![("w".to_string(), HostTensor::from_f32(&[N, K], &w)), ("b".to_string(), HostTensor::from_f32(&[N], &b))];
+        write_artifact(&p, &manifest(sections_stage(40), false), &[], &weights).unwrap();
+        let exe = Executable::load(&p, &ExecOptions { threads: 1, ..Default::default() }).unwrap();
+        let e = exe.run_forward([("x0", &x0t), ("x1", &x1t)]).unwrap_err().to_string();
+        assert!(e.contains("stage `forward` step 0") && e.contains("output section 0 is 40 columns wide"), "{e}");
     }
 }
