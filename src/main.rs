@@ -31,6 +31,7 @@ enum Cmd {
 }
 
 fn main() {
+    omnic_runtime::process::default_sigpipe();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Inspect(a) => cmd::inspect::run(a),

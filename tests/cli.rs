@@ -316,3 +316,21 @@ fn omnirt_bench_profiles_a_compiled_artifact() {
         }
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `omnic compile DIR --emit llvm | head -1`: the reader leaves after one
+    // line; the rest of the output (~1 MB, far more than a pipe buffer)
+    // hits a closed pipe. That must end the process quietly, not as a panic.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = crate::support::fixture("flux");
+    let mut child =
+        Command::new(bin("omnic")).args(["compile", dir.to_str().unwrap(), "--emit", "llvm"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "no output before the pipe closed");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "omnic failed on a closed pipe: {err}");
+}

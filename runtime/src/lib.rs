@@ -10,6 +10,7 @@ pub mod image;
 pub mod io;
 pub mod kernels;
 pub mod lora;
+pub mod process;
 pub mod program;
 pub mod rng;
 pub mod sched;

@@ -181,6 +181,7 @@ struct DenoiseArgs {
 }
 
 fn main() {
+    omnic_runtime::process::default_sigpipe();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("omnirt: error: {e:#}");
         std::process::exit(1);
