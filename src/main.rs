@@ -25,7 +25,7 @@ enum Cmd {
     /// List every pass and the default pipelines.
     Passes(cmd::passes::Args),
     /// Compile a model directory to a .omni artifact that `omnirt run` executes.
-    Compile(cmd::compile::Args),
+    Compile(Box<cmd::compile::Args>),
     /// Measure what a model needs for an optimisation: `calibrate teacache DIR -o FILE` fits TeaCache's rescaling polynomial.
     Calibrate(cmd::calibrate::Args),
 }
@@ -39,7 +39,7 @@ fn main() {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Opt(a) => cmd::opt::run(a),
         Cmd::Passes(a) => cmd::passes::run(a),
-        Cmd::Compile(a) => cmd::compile::run(a),
+        Cmd::Compile(a) => cmd::compile::run(*a),
         Cmd::Calibrate(a) => cmd::calibrate::run(a),
     };
     if let Err(e) = res {

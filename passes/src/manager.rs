@@ -194,7 +194,7 @@ impl PassManager {
         if self.instr.time_passes {
             let total: Duration = runs.iter().map(|r| r.time).sum();
             writeln!(out, "===== pass execution timing =====").map_err(io)?;
-            writeln!(out, "{:>10}  {:>6}  {}", "wall (ms)", "share", "pass").map_err(io)?;
+            writeln!(out, "{:>10}  {:>6}  pass", "wall (ms)", "share").map_err(io)?;
             for r in &runs {
                 let share = if total.is_zero() { 0.0 } else { 100.0 * r.time.as_secs_f64() / total.as_secs_f64() };
                 let note = if r.skipped { " (disabled)" } else if r.changed { "" } else { " (no change)" };

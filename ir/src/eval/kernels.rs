@@ -489,7 +489,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, keep: bool) -> KResult
     }
     let (xv, wv) = (x.floats()?, w.floats()?);
     let bv = b.map(|t| t.floats()).transpose()?;
-    let rows = if k == 0 { x.shape[..x.shape.len() - 1].iter().product() } else { xv.len() / k };
+    let rows = xv.len().checked_div(k).unwrap_or_else(|| x.shape[..x.shape.len() - 1].iter().product());
     let mut out = vec![0.0; rows * n];
     for r in 0..rows {
         let xr = &xv[r * k..(r + 1) * k];

@@ -44,5 +44,5 @@ fn qwen3moe_o2_fuses_every_moe_block_and_matches_transformers() {
         assert!(d <= 1e-4, "{name}: {d:e} > 1e-4");
         compared += 1;
     }
-    assert!(compared >= 1 + layers, "compared {compared} outputs");
+    assert!(compared > layers, "compared {compared} outputs");
 }

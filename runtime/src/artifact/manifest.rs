@@ -62,6 +62,8 @@ pub enum WeightSource {
 /// (`Denoise`, run by [`crate::program::denoise`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// One per artifact: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Control {
     Forward { stage: String },
     Denoise(crate::program::denoise::DenoiseSpec),
