@@ -184,8 +184,8 @@ pub(crate) fn gemm_in(c: MatMut, a: MatRef, b: MatRef, epi: Epilogue, t: usize) 
     Ok(())
 }
 
-/// `got` elements for a `[r, c]` operand of `linear` / `linear_t`.
-fn need(what: &str, got: usize, r: usize, c: usize) -> Result<(), KernelError> {
+/// `got` elements for a `[r, c]` operand of a `linear` kernel.
+pub(super) fn need(what: &str, got: usize, r: usize, c: usize) -> Result<(), KernelError> {
     if Some(got) == r.checked_mul(c) {
         Ok(())
     } else {

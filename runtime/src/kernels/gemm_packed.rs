@@ -114,13 +114,7 @@ pub fn linear_packed_sections(
     ns: &[usize],
     threads: usize,
 ) -> Result<(), KernelError> {
-    let need = |what: &str, got: usize, r: usize, c: usize| {
-        if Some(got) == r.checked_mul(c) {
-            Ok(())
-        } else {
-            Err(KernelError::new(OP, format!("{what}: {got} elements for [{r}, {c}]")))
-        }
-    };
+    let need = g::need;
     if xs.is_empty() || xs.len() != ks.len() || ys.is_empty() || ys.len() != ns.len() {
         let msg = format!("{} input sections with {} widths, {} output sections with {} widths", xs.len(), ks.len(), ys.len(), ns.len());
         return Err(KernelError::new(OP, msg));

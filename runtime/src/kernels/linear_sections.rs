@@ -95,9 +95,7 @@ fn unpacked(
     ns: &[usize],
     threads: usize,
 ) -> Result<(), KernelError> {
-    if w.len() != n * k {
-        return Err(KernelError::new(NAME, format!("weight: {} elements for [{n}, {k}]", w.len())));
-    }
+    gemm::need("weight", w.len(), n, k)?;
     let mut noff = 0;
     for (y, &nn) in ys.iter_mut().zip(ns) {
         if rows == 0 || nn == 0 {

@@ -62,22 +62,26 @@ pub fn resolve(threads: usize) -> usize {
     }
 }
 
-fn pool(op: &'static str, threads: usize) -> Result<Arc<rayon::ThreadPool>, KernelError> {
-    type Pools = Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>;
-    static POOLS: OnceLock<Pools> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+/// Pools by size: a process-wide cache of `P`s, one per thread count, each
+/// built once by `build` (which says why it could not start).
+type PoolCache<P> = OnceLock<Mutex<Vec<(usize, Arc<P>)>>>;
+
+fn cached<P>(cache: &'static PoolCache<P>, op: &'static str, threads: usize, build: impl FnOnce() -> Result<P, String>) -> Result<Arc<P>, KernelError> {
+    let pools = cache.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().map_err(|_| KernelError::new(op, "thread pool cache poisoned"))?;
     if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
         return Ok(p.clone());
     }
-    let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(move |i| format!("omnic-k{threads}-{i}"))
-        .build()
-        .map_err(|e| KernelError::new(op, format!("cannot start {threads} threads: {e}")))?;
-    let p = Arc::new(p);
+    let p = Arc::new(build().map_err(|e| KernelError::new(op, format!("cannot start {threads} threads: {e}")))?);
     pools.push((threads, p.clone()));
     Ok(p)
+}
+
+fn pool(op: &'static str, threads: usize) -> Result<Arc<rayon::ThreadPool>, KernelError> {
+    static POOLS: PoolCache<rayon::ThreadPool> = OnceLock::new();
+    cached(&POOLS, op, threads, || {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("omnic-k{threads}-{i}")).build().map_err(|e| e.to_string())
+    })
 }
 
 /// Runs `f(threads)` with `threads` resolved, inside a rayon pool of that
@@ -124,16 +128,8 @@ pub(crate) fn for_each_chunk<T: Send>(
 
 /// The process-wide spinning pool of `threads` threads (built once per size).
 fn spin_pool(op: &'static str, threads: usize) -> Result<Arc<SpinPool>, KernelError> {
-    type Pools = Mutex<Vec<(usize, Arc<SpinPool>)>>;
-    static POOLS: OnceLock<Pools> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
-    let mut pools = pools.lock().map_err(|_| KernelError::new(op, "thread pool cache poisoned"))?;
-    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
-        return Ok(p.clone());
-    }
-    let p = Arc::new(SpinPool::new(threads).map_err(|e| KernelError::new(op, format!("cannot start {threads} threads: {e}")))?);
-    pools.push((threads, p.clone()));
-    Ok(p)
+    static POOLS: PoolCache<SpinPool> = OnceLock::new();
+    cached(&POOLS, op, threads, || SpinPool::new(threads).map_err(|e| e.to_string()))
 }
 
 /// Calls `f(i)` for every `i in 0..n`, spread over up to `threads` threads
